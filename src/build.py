@@ -1,0 +1,115 @@
+"""Turning a composed config into objects: the one place shared by train, eval and sample.
+
+Errors from bad values are re-raised as `ConfigError` with the config key and the reason, so the
+command line shows one clear sentence instead of a stack of instantiate frames.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from src.callbacks.step_limit import GeneratorStepLimit
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run, with what to do instead."""
+
+
+def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        key = getattr(e, "full_key", "") or what
+        raise ConfigError(f"{what} ({key}): {cause}") from cause
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{what}: {e}") from e
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    return _instantiate(cfg.data, "data")
+
+
+def build_model(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> L.LightningModule:
+    loss = _instantiate(cfg.loss, "loss")
+    model = _instantiate(cfg.model, "model", loss=loss)
+    if datamodule is not None and hasattr(model, "check_data"):
+        model.check_data(datamodule)
+    if datamodule is not None and hasattr(datamodule, "evaluation_metrics"):
+        model.metrics.update(datamodule.evaluation_metrics())
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    return model
+
+
+def monitored_metric(model: L.LightningModule) -> tuple[str | None, str]:
+    """The headline metric of the run for "best" checkpoints: the first metric that names one."""
+    for metric in getattr(model, "metrics", {}).values():
+        monitor = getattr(metric, "monitor", None)
+        if monitor:
+            name, mode = monitor
+            return f"val/{name}", mode
+    return None, "min"
+
+
+def build_callbacks(cfg: DictConfig, model: L.LightningModule | None = None) -> list[L.Callback]:
+    callbacks = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        if name == "model_checkpoint" and node.get("monitor") == "auto":
+            node = node.copy()
+            monitor, mode = monitored_metric(model) if model is not None else (None, "min")
+            node.monitor = monitor
+            node.mode = mode if node.get("mode") == "auto" else node.mode
+            if monitor is None:
+                node.save_top_k = 0  # nothing to rank by: keep last.ckpt only
+        elif name == "model_checkpoint" and node.get("mode") == "auto":
+            node = node.copy()
+            node.mode = "min"
+        callbacks.append(_instantiate(node, f"callbacks.{name}"))
+    return callbacks
+
+
+def wandb_offline_by_default() -> None:
+    """W&B must never prompt: unless the user configured it (key, login or WANDB_MODE), go offline."""
+    if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
+        return
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    if netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
+        return
+    os.environ["WANDB_MODE"] = "offline"
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        if "WandbLogger" in node._target_:
+            wandb_offline_by_default()
+            node = node.copy()
+            if node.get("offline") is None:
+                node.offline = os.environ.get("WANDB_MODE") in ("offline", "dryrun")
+            Path(node.save_dir).mkdir(parents=True, exist_ok=True)
+        loggers.append(_instantiate(node, f"logger.{name}"))
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list) -> L.Trainer:
+    """`trainer.max_steps` counts generator steps: Lightning gets -1 and a GeneratorStepLimit callback."""
+    max_steps = int(cfg.trainer.get("max_steps", -1) or -1)
+    overrides: dict[str, Any] = {"max_steps": -1}
+    if max_steps > 0:
+        overrides["max_epochs"] = -1  # a step budget, when given, is what ends the run
+        if not any(isinstance(c, GeneratorStepLimit) for c in callbacks):
+            callbacks = [*callbacks, GeneratorStepLimit(max_steps)]
+    return _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **overrides)

@@ -1,0 +1,192 @@
+"""Data modules that hold small data sets as tensors on the training device.
+
+Images are kept as uint8 (N, C, H, W) and turned into floats in [-1, 1] per batch, on the device,
+so the input pipeline costs one gather and one multiply-add per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class TensorLoader:
+    """Batches from in-memory tensors: seeded shuffling per epoch, DDP sharding, resumable position."""
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        normalize: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} samples but {len(y)} labels")
+        self.x, self.y = x, y
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.normalize, self.rank, self.world_size = seed, normalize, rank, world_size
+        self.epoch = 0
+        self.batch = 0  # position inside the current epoch, for exact resume
+        self._resume_batch = 0
+        n = len(x) // world_size  # equal shards on every rank (DDP needs the same number of steps)
+        self.per_rank = n
+        if n < batch_size and drop_last:
+            raise ValueError(
+                f"data set of {len(x)} samples gives {n} per process: fewer than data.batch_size={batch_size}"
+            )
+
+    def __len__(self) -> int:
+        return self.per_rank // self.batch_size if self.drop_last else -(-self.per_rank // self.batch_size)
+
+    def order(self, epoch: int) -> Tensor:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            idx = torch.randperm(len(self.x), generator=g)
+        else:
+            idx = torch.arange(len(self.x))
+        return idx[self.rank : self.per_rank * self.world_size : self.world_size].to(self.x.device)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        idx = self.order(self.epoch)
+        start, self._resume_batch = self._resume_batch, 0
+        for b in range(start, len(self)):
+            sel = idx[b * self.batch_size : (b + 1) * self.batch_size]
+            self.batch = b + 1
+            yield self.transform(self.x[sel]), self.y[sel]
+        self.epoch += 1
+        self.batch = 0
+
+    def transform(self, x: Tensor) -> Tensor:
+        if self.normalize and x.dtype == torch.uint8:
+            return x.float().mul_(2 / 255).sub_(1)
+        return x
+
+    def to(self, device: torch.device | str) -> TensorLoader:
+        self.x, self.y = self.x.to(device), self.y.to(device)
+        return self
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self._resume_batch = state["epoch"], state["batch"]
+
+
+class GANDataModule(L.LightningDataModule):
+    """Base for every data set. Subclasses implement `load()`; the module does the rest.
+
+    `shape` is what the networks are built for ([C, H, W] for images, [D] for vectors): images are
+    resized and converted to it once, at set-up.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        batch_size: int = 64,
+        val_batch_size: int | None = None,
+        num_classes: int | None = None,
+        seed: int = 0,
+        device: str = "auto",
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_classes, self.seed, self.device_choice = num_classes, seed, device
+        self.num_workers = num_workers
+        self.data: dict[str, tuple[Tensor, Tensor]] = {}
+
+    # --- what subclasses provide -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def load(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """{"train": (x, y), "val": (x, y)}: uint8 images (N, C, H, W) or float vectors; y = -1 if unlabelled."""
+        raise NotImplementedError
+
+    def evaluation_metrics(self) -> dict[str, Any]:
+        """Metrics that apply to this data set whatever the model (mode coverage for mixtures)."""
+        return {}
+
+    # --- Lightning -----------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.data:
+            return
+        data = self.load()
+        for split, (x, y) in data.items():
+            x = conform(x, self.shape, f"data={self.name} ({split})")
+            self.data[split] = (x, y.long())
+        labels = self.data["train"][1]
+        if self.num_classes is not None and (labels >= 0).any():
+            found = int(labels.max()) + 1
+            if found > self.num_classes:
+                raise ValueError(f"data={self.name}: labels go up to {found - 1} but data.num_classes={self.num_classes}")
+
+    def _device(self) -> torch.device:
+        if self.device_choice == "cpu" or self.trainer is None:
+            return torch.device("cpu")
+        return self.trainer.strategy.root_device
+
+    def _rank(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def loader(self, split: str, shuffle: bool, drop_last: bool, batch_size: int) -> TensorLoader:
+        x, y = self.data[split]
+        rank, world = self._rank()
+        loader = TensorLoader(x, y, batch_size, shuffle, drop_last, self.seed, True, rank, world)
+        return loader.to(self._device())
+
+    def train_dataloader(self) -> TensorLoader:
+        return self.loader("train", shuffle=True, drop_last=True, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> TensorLoader | list:
+        if "val" not in self.data or len(self.data["val"][0]) == 0:
+            return []
+        return self.loader("val", shuffle=False, drop_last=False, batch_size=self.val_batch_size)
+
+    @property
+    def has_labels(self) -> bool:
+        self.setup()
+        return bool((self.data["train"][1] >= 0).any())
+
+
+def conform(x: Tensor, shape: tuple[int, ...], what: str) -> Tensor:
+    """Bring data to `shape`: images are resized (antialiased) and converted between 1 and 3 channels."""
+    if x.dim() - 1 != len(shape):
+        raise ValueError(f"{what} has samples of shape {list(x.shape[1:])}, which cannot be made {list(shape)}")
+    if len(shape) == 1:
+        if x.shape[1] != shape[0]:
+            raise ValueError(f"{what} has {x.shape[1]}-D samples but data.shape={list(shape)}")
+        return x
+    c, h, w = shape
+    if x.shape[1] != c:
+        if x.shape[1] == 1 and c == 3:
+            x = x.expand(-1, 3, -1, -1).contiguous()
+        elif x.shape[1] == 3 and c == 1:
+            x = (x.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            x = x.round().clamp(0, 255).to(torch.uint8)
+        else:
+            raise ValueError(f"{what} has {x.shape[1]} channels; cannot convert to data.shape={list(shape)}")
+    if tuple(x.shape[2:]) != (h, w):
+        out = []
+        for chunk in x.split(4096):
+            y = F.interpolate(chunk.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+            out.append(y.round().clamp(0, 255).to(torch.uint8))
+        x = torch.cat(out)
+    return x

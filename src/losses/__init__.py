@@ -1,0 +1,23 @@
+from src.losses.adversarial import (
+    LOSSES,
+    LSGAN,
+    AdversarialLoss,
+    Hinge,
+    Minimax,
+    NonSaturating,
+    Wasserstein,
+    WassersteinGP,
+    gradient_penalty,
+)
+
+__all__ = [
+    "LOSSES",
+    "LSGAN",
+    "AdversarialLoss",
+    "Hinge",
+    "Minimax",
+    "NonSaturating",
+    "Wasserstein",
+    "WassersteinGP",
+    "gradient_penalty",
+]

@@ -1,0 +1,292 @@
+"""The shared adversarial training step: one LightningModule that every GAN variant builds on.
+
+Each training batch is one discriminator step; every `n_critic`-th batch is followed by one
+generator step. Variants change only the hooks: `sample_latent`, `generate`, `discriminate`
+and the auxiliary terms they add (class, mutual information, KL ...).
+
+Steps are counted by the module itself (`d_step`, `g_step`) and saved in checkpoints: with two
+optimizers Lightning's `global_step` counts both, so every schedule here (n_critic, logging
+every `trainer.log_every_n_steps` G steps, `trainer.max_steps` as G steps) uses these counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from src.losses import AdversarialLoss
+from src.models.optim import build_optimizer
+from src.utils.figures import image_grid
+
+
+@dataclass
+class DOut:
+    """Discriminator outputs: the adversarial score per sample and any auxiliary heads."""
+
+    adv: Tensor
+    aux: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """What an auxiliary term may look at in either phase."""
+
+    module: GANModule
+    real: Tensor | None
+    labels: Tensor | None
+    latent: dict[str, Tensor]
+    fake: Tensor
+    d_real: DOut | None
+    d_fake: DOut
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+class AuxTerm(nn.Module):
+    """An auxiliary objective added to whatever adversarial loss is selected (AC, InfoGAN MI, KL ...)."""
+
+    def d_terms(self, ctx: Context) -> dict[str, Tensor]:
+        return {}
+
+    def g_terms(self, ctx: Context) -> dict[str, Tensor]:
+        return {}
+
+
+class GANModule(L.LightningModule):
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss: AdversarialLoss,
+        optimizer_g: Mapping[str, Any],
+        optimizer_d: Mapping[str, Any],
+        latent_dim: int,
+        n_critic: int = 1,
+        z_dist: str = "normal",
+        pack: int = 1,
+        aux_terms: Mapping[str, AuxTerm] | None = None,
+    ):
+        super().__init__()
+        if n_critic < 1:
+            raise ValueError(f"model.n_critic must be >= 1, got {n_critic}")
+        if z_dist not in ("normal", "uniform"):
+            raise ValueError(f"model.z_dist must be 'normal' or 'uniform', got {z_dist!r}")
+        if pack < 1:
+            raise ValueError(f"model.pack must be >= 1, got {pack}")
+        if getattr(discriminator, "pack", 1) != pack:
+            raise ValueError(f"model.pack={pack} but the discriminator was built for pack={discriminator.pack}")
+        self.automatic_optimization = False
+        self.generator, self.discriminator, self.loss = generator, discriminator, loss
+        self.loss.check(discriminator)
+        self.aux_terms = nn.ModuleDict(aux_terms or {})
+        self.optimizer_g, self.optimizer_d = _plain(optimizer_g), _plain(optimizer_d)
+        self.latent_dim, self.n_critic, self.z_dist, self.pack = latent_dim, n_critic, z_dist, pack
+        self.metrics = nn.ModuleDict()  # evaluation metrics, updated in validation_step
+        self.d_step = 0
+        self.g_step = 0
+        self.run_config: dict | None = None  # the composed Hydra config, stored in checkpoints
+        self.last_logged: dict[str, float] = {}
+        self._pending: dict[str, Tensor] = {}
+
+    # --- hooks a variant overrides ----------------------------------------------------------------
+    def sample_latent(
+        self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Everything G needs for n samples. `labels` are the real batch's labels, if any."""
+        return {"z": self.sample_noise(n, self.latent_dim, generator)}
+
+    def generate(self, latent: dict[str, Tensor]) -> Tensor:
+        return self.generator(latent["z"])
+
+    def discriminate(self, x: Tensor, labels: Tensor | None = None) -> DOut:
+        return DOut(self.discriminator(self.pack_samples(x)))
+
+    # --- helpers for the hooks ----------------------------------------------------------------------
+    def sample_noise(self, n: int, dim: int, generator: torch.Generator | None = None) -> Tensor:
+        device = self.device if generator is None else generator.device
+        if self.z_dist == "uniform":
+            z = torch.rand(n, dim, device=device, generator=generator) * 2 - 1
+        else:
+            z = torch.randn(n, dim, device=device, generator=generator)
+        return z.to(self.device)
+
+    def pack_samples(self, x: Tensor) -> Tensor:
+        """PacGAN packing: m samples become one discriminator input of m times the channels."""
+        if self.pack == 1:
+            return x
+        if x.shape[0] % self.pack:
+            raise ValueError(f"batch of {x.shape[0]} is not divisible by model.pack={self.pack}")
+        return x.reshape(x.shape[0] // self.pack, self.pack * x.shape[1], *x.shape[2:])
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, **latent: Tensor) -> Tensor:
+        """n samples in eval mode (BatchNorm uses running statistics); latent entries may be fixed."""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            full = self.sample_latent(n, latent.get("y"), generator=generator)
+            full.update({k: v.to(self.device) for k, v in latent.items()})
+            return self.split_extras(self.generate(full))[0]
+        finally:
+            self.generator.train(was_training)
+
+    def figures(self, n: int, generator: torch.Generator | None = None) -> dict[str, np.ndarray]:
+        """Named uint8 images for the sample callback and `src.sample`; variants add their own."""
+        return {"samples": image_grid(self.sample(n, generator=generator))}
+
+    # --- the shared step ----------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        real, labels = self.unpack_batch(batch)
+        opt_d, opt_g = self.optimizers()
+        logs_next_g = (self.g_step + 1) % max(self.trainer.log_every_n_steps, 1) == 0
+        g_follows = (self.d_step + 1) % self.n_critic == 0
+        with self.toggled_optimizer(opt_d):
+            self.discriminator_step(opt_d, real, labels, log=logs_next_g and g_follows)
+        self.d_step += 1
+        if g_follows:
+            with self.toggled_optimizer(opt_g):
+                self.generator_step(opt_g, real, labels, log=logs_next_g)
+            self.g_step += 1
+            if logs_next_g:
+                self.emit(self._pending)
+                self._pending = {}
+
+    def discriminator_step(self, opt: Any, real: Tensor, labels: Tensor | None, log: bool) -> None:
+        latent = self.sample_latent(real.shape[0], labels)
+        with torch.no_grad():
+            fake, _ = self.split_extras(self.generate(latent))
+        d_real = self.discriminate(real, labels)
+        d_fake = self.discriminate(fake, latent.get("y"))
+        ctx = Context(self, real, labels, latent, fake, d_real, d_fake)
+        terms = {"adv": self.loss.d_loss(d_real.adv, d_fake.adv)}
+        critic = lambda x: self.discriminate(x, labels).adv  # noqa: E731
+        terms.update(self.loss.d_regularizer(critic, real, fake, grad_scale=self.grad_scale(), group=self.pack))
+        for name, term in self.aux_terms.items():
+            terms.update({f"{name}_{k}": v for k, v in term.d_terms(ctx).items()})
+        total = sum(terms.values())
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        if log:
+            self._pending.update(self.d_stats(d_real.adv.detach(), d_fake.adv.detach()))
+            self._pending["train/d_grad_norm"] = self.grad_norm(self.discriminator)
+            self._pending.update({f"train/d_{k}": v.detach() for k, v in terms.items()})
+            self._pending["train/d_loss"] = total.detach()
+        opt.step()
+        self.loss.after_d_step(self.discriminator)
+
+    def generator_step(self, opt: Any, real: Tensor, labels: Tensor | None, log: bool) -> None:
+        latent = self.sample_latent(real.shape[0], labels)
+        fake, extras = self.split_extras(self.generate(latent))
+        d_fake = self.discriminate(fake, latent.get("y"))
+        ctx = Context(self, real, labels, latent, fake, None, d_fake, extras)
+        terms = {"adv": self.loss.g_loss(d_fake.adv)}
+        for name, term in self.aux_terms.items():
+            terms.update({f"{name}_{k}": v for k, v in term.g_terms(ctx).items()})
+        total = sum(terms.values())
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        if log:
+            self._pending["train/g_grad_norm"] = self.grad_norm(self.generator)
+            self._pending.update({f"train/g_{k}": v.detach() for k, v in terms.items()})
+            self._pending["train/g_loss"] = total.detach()
+        opt.step()
+
+    @staticmethod
+    def split_extras(out: Tensor | tuple[Tensor, dict[str, Tensor]]) -> tuple[Tensor, dict[str, Tensor]]:
+        return out if isinstance(out, tuple) else (out, {})
+
+    @staticmethod
+    def unpack_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
+        if isinstance(batch, list | tuple):
+            x, y = batch[0], batch[1] if len(batch) > 1 else None
+        else:
+            x, y = batch, None
+        if y is not None and (y.dim() == 0 or (y.dtype == torch.long and bool((y < 0).all()))):
+            y = None  # unlabelled data carries label -1
+        return x, y
+
+    # --- diagnostics ----------------------------------------------------------------------------------
+    def d_stats(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
+        acc_real, acc_fake = self.loss.accuracy(real, fake)
+        stats = {
+            "train/d_real": self.loss.prob(real).mean(),
+            "train/d_fake": self.loss.prob(fake).mean(),
+            "train/d_acc_real": acc_real,
+            "train/d_acc_fake": acc_fake,
+            "train/d_acc": 0.5 * (acc_real + acc_fake),
+        }
+        if self.loss.critic:
+            stats["train/wasserstein"] = real.mean() - fake.mean()
+        return stats
+
+    def grad_scale(self) -> float:
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer else None
+        return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+
+    def grad_norm(self, net: nn.Module) -> Tensor:
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=self.device)
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) / self.grad_scale()
+
+    def emit(self, metrics: Mapping[str, Tensor | float]) -> None:
+        """Send scalars to every logger at x = G step, with a single device sync."""
+        if not metrics:
+            return
+        keys = list(metrics)
+        values = torch.stack([torch.as_tensor(v, device=self.device).float().reshape(()) for v in metrics.values()])
+        scalars = dict(zip(keys, values.cpu().tolist()))
+        scalars.update({"train/d_step": float(self.d_step), "train/g_step": float(self.g_step)})
+        self.last_logged.update(scalars)
+        for logger in self.loggers:
+            logger.log_metrics(scalars, step=self.g_step)
+        bar = {k.split("/")[-1]: scalars[k] for k in ("train/d_loss", "train/g_loss") if k in scalars}
+        if bar:
+            self.log_dict(bar, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+
+    # --- evaluation -----------------------------------------------------------------------------------
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        if not self.metrics:
+            return
+        real, labels = self.unpack_batch(batch)
+        fake = self.sample(real.shape[0], y=labels) if labels is not None else self.sample(real.shape[0])
+        for metric in self.metrics.values():
+            metric.update(real=real, fake=fake)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.metrics:
+            return
+        results = {}
+        for metric in self.metrics.values():
+            results.update({f"val/{k}": v for k, v in metric.compute().items()})
+            metric.reset()
+        self.log_dict(results, logger=False)  # callback metrics: checkpoint monitors see them
+        if not self.trainer.sanity_checking:
+            self.emit(results)
+
+    # --- optimizers and checkpoints -----------------------------------------------------------------
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        d_params = list(self.discriminator.parameters()) + [
+            p for t in self.aux_terms.values() for p in getattr(t, "d_parameters", lambda: [])()
+        ]
+        g_params = list(self.generator.parameters()) + [
+            p for t in self.aux_terms.values() for p in getattr(t, "g_parameters", lambda: [])()
+        ]
+        return [build_optimizer(d_params, **self.optimizer_d), build_optimizer(g_params, **self.optimizer_g)]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["gan_zoo"] = {"d_step": self.d_step, "g_step": self.g_step, "config": self.run_config}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("gan_zoo", {})
+        self.d_step, self.g_step = state.get("d_step", 0), state.get("g_step", 0)
+
+
+def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)

@@ -1,0 +1,66 @@
+"""Small building blocks shared by the networks."""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+NORMS = ("batch", "layer", "instance", "spectral", "none")
+
+
+def check_norm(norm: str, where: str) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"{where}: unknown norm {norm!r}; valid choices: {', '.join(NORMS)}")
+    return norm
+
+
+def norm_layer(norm: str, channels: int, dims: int) -> nn.Module:
+    """A normalisation layer for `dims`-D features (1 = vectors, 2 = images)."""
+    if norm == "batch":
+        return nn.BatchNorm1d(channels) if dims == 1 else nn.BatchNorm2d(channels)
+    if norm == "layer":
+        # Over (C, H, W) per sample for images: the "layer norm" WGAN-GP uses in its critic.
+        return nn.LayerNorm(channels) if dims == 1 else nn.GroupNorm(1, channels)
+    if norm == "instance":
+        if dims == 1:
+            raise ValueError("norm=instance needs image features; use batch, layer, spectral or none for MLPs")
+        return nn.InstanceNorm2d(channels, affine=True)
+    return nn.Identity()  # "none" and "spectral" (spectral wraps the weight layer instead)
+
+
+def weight_layer(layer: nn.Module, norm: str) -> nn.Module:
+    return spectral_norm(layer) if norm == "spectral" else layer
+
+
+def activation(name: str) -> nn.Module:
+    acts = {"relu": nn.ReLU(), "leaky_relu": nn.LeakyReLU(0.2), "elu": nn.ELU(), "silu": nn.SiLU(), "tanh": nn.Tanh()}
+    if name not in acts:
+        raise ValueError(f"unknown activation {name!r}; valid choices: {', '.join(acts)}")
+    return acts[name]
+
+
+def output_activation(name: str, shape: tuple[int, ...]) -> nn.Module:
+    """`auto`: tanh for images (data in [-1, 1]), identity for vectors such as 2D points."""
+    if name == "auto":
+        name = "tanh" if len(shape) == 3 else "identity"
+    if name == "identity":
+        return nn.Identity()
+    if name == "sigmoid":
+        return nn.Sigmoid()
+    if name == "tanh":
+        return nn.Tanh()
+    raise ValueError(f"unknown output activation {name!r}; valid choices: auto, tanh, sigmoid, identity")
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """N(0, std) weights, as in DCGAN and PacGAN; norm layers get weight N(1, std), bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear | nn.Embedding):
+            w = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+            nn.init.normal_(w, 0.0, std)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm | nn.GroupNorm | nn.LayerNorm | nn.InstanceNorm2d):
+            if m.weight is not None:
+                nn.init.normal_(m.weight, 1.0, std)
+                nn.init.zeros_(m.bias)

@@ -1,0 +1,68 @@
+"""Train a GAN: `python -m src.train model=infogan loss=wgan_gp data=mnist`.
+
+Composes `conf/train.yaml`, builds the data module, the model (networks + loss) and the
+Trainer, and fits. Returns the value of `optimized_metric` for sweepers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from src.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer
+from src.utils.run import apply_extras, print_summary
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.set_float32_matmul_precision("high")
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    callbacks = build_callbacks(cfg, model)
+    loggers = build_loggers(cfg)
+    trainer = build_trainer(cfg, callbacks, loggers)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(model.run_config)
+
+    start = time.perf_counter()
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    wall = time.perf_counter() - start
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics.update(model.last_logged)
+    print_summary(trainer, model, cfg.paths.output_dir, wall)
+    finish_loggers(trainer)
+    return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer, "wall_time": wall}
+
+
+def finish_loggers(trainer: L.Trainer) -> None:
+    """Close W&B runs so each job of a multirun is its own run."""
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    apply_extras(cfg)
+    metrics, _ = train(cfg)
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric={name!r} was not logged; logged metrics: {', '.join(sorted(metrics))}")
+    return metrics[name]
+
+
+if __name__ == "__main__":
+    main()
