@@ -39,7 +39,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     metrics.update(model.last_logged)
     print_summary(trainer, model, cfg.paths.output_dir, wall)
     finish_loggers(trainer)
-    return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer, "wall_time": wall}
+    return metrics, {
+        "cfg": cfg,
+        "datamodule": datamodule,
+        "model": model,
+        "trainer": trainer,
+        "wall_time": wall,
+    }
 
 
 def finish_loggers(trainer: L.Trainer) -> None:
@@ -60,7 +66,9 @@ def main(cfg: DictConfig) -> float | None:
     if not name:
         return None
     if name not in metrics:
-        raise KeyError(f"optimized_metric={name!r} was not logged; logged metrics: {', '.join(sorted(metrics))}")
+        raise KeyError(
+            f"optimized_metric={name!r} was not logged; logged metrics: {', '.join(sorted(metrics))}"
+        )
     return metrics[name]
 
 

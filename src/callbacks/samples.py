@@ -12,10 +12,20 @@ from src.utils.figures import log_image, save_png, scatter_2d
 
 class SampleFigures(L.Callback):
     def __init__(
-        self, dirpath: str, every_n_epochs: int = 1, n_samples: int = 64, n_points: int = 2500, seed: int = 1234
+        self,
+        dirpath: str,
+        every_n_epochs: int = 1,
+        n_samples: int = 64,
+        n_points: int = 2500,
+        seed: int = 1234,
     ):
         self.dirpath = Path(dirpath)
-        self.every_n_epochs, self.n_samples, self.n_points, self.seed = every_n_epochs, n_samples, n_points, seed
+        self.every_n_epochs, self.n_samples, self.n_points, self.seed = (
+            every_n_epochs,
+            n_samples,
+            n_points,
+            seed,
+        )
         self.written: list[Path] = []
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -45,6 +55,10 @@ class SampleFigures(L.Callback):
     def scatter(self, trainer: L.Trainer, pl_module: L.LightningModule, gen: torch.Generator):
         fake = pl_module.sample(self.n_points, generator=gen)
         dm = trainer.datamodule
-        real = dm.data["val"][0][: self.n_points] if dm is not None and "val" in getattr(dm, "data", {}) else None
+        real = (
+            dm.data["val"][0][: self.n_points]
+            if dm is not None and "val" in getattr(dm, "data", {})
+            else None
+        )
         means = getattr(dm, "means", None)
         return scatter_2d(fake, real, means, title=f"G step {pl_module.g_step}")

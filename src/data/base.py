@@ -134,7 +134,9 @@ class GANDataModule(L.LightningDataModule):
         if self.num_classes is not None and (labels >= 0).any():
             found = int(labels.max()) + 1
             if found > self.num_classes:
-                raise ValueError(f"data={self.name}: labels go up to {found - 1} but data.num_classes={self.num_classes}")
+                raise ValueError(
+                    f"data={self.name}: labels go up to {found - 1} but data.num_classes={self.num_classes}"
+                )
 
     def _device(self) -> torch.device:
         if self.device_choice == "cpu" or self.trainer is None:
@@ -169,7 +171,9 @@ class GANDataModule(L.LightningDataModule):
 def conform(x: Tensor, shape: tuple[int, ...], what: str) -> Tensor:
     """Bring data to `shape`: images are resized (antialiased) and converted between 1 and 3 channels."""
     if x.dim() - 1 != len(shape):
-        raise ValueError(f"{what} has samples of shape {list(x.shape[1:])}, which cannot be made {list(shape)}")
+        raise ValueError(
+            f"{what} has samples of shape {list(x.shape[1:])}, which cannot be made {list(shape)}"
+        )
     if len(shape) == 1:
         if x.shape[1] != shape[0]:
             raise ValueError(f"{what} has {x.shape[1]}-D samples but data.shape={list(shape)}")
@@ -186,7 +190,9 @@ def conform(x: Tensor, shape: tuple[int, ...], what: str) -> Tensor:
     if tuple(x.shape[2:]) != (h, w):
         out = []
         for chunk in x.split(4096):
-            y = F.interpolate(chunk.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+            y = F.interpolate(
+                chunk.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False
+            )
             out.append(y.round().clamp(0, 255).to(torch.uint8))
         x = torch.cat(out)
     return x

@@ -51,7 +51,9 @@ class AdversarialLoss:
     def check(self, discriminator: nn.Module) -> None:
         """Raise ValueError if the discriminator cannot be used with this loss."""
         if not self.allows_batchnorm:
-            bn = [n for n, m in discriminator.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            bn = [
+                n for n, m in discriminator.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            ]
             if bn:
                 raise ValueError(
                     f"loss={self.name} cannot train a discriminator with BatchNorm (found at {bn[0]!r}): "

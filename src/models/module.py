@@ -71,6 +71,7 @@ class GANModule(L.LightningModule):
         z_dist: str = "normal",
         pack: int = 1,
         aux_terms: Mapping[str, AuxTerm] | None = None,
+        lr_schedule: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if n_critic < 1:
@@ -80,12 +81,16 @@ class GANModule(L.LightningModule):
         if pack < 1:
             raise ValueError(f"model.pack must be >= 1, got {pack}")
         if getattr(discriminator, "pack", 1) != pack:
-            raise ValueError(f"model.pack={pack} but the discriminator was built for pack={discriminator.pack}")
+            raise ValueError(
+                f"model.pack={pack} but the discriminator was built for pack={discriminator.pack}"
+            )
         self.automatic_optimization = False
         self.generator, self.discriminator, self.loss = generator, discriminator, loss
         self.loss.check(discriminator)
         self.aux_terms = nn.ModuleDict(aux_terms or {})
         self.optimizer_g, self.optimizer_d = _plain(optimizer_g), _plain(optimizer_d)
+        self.lr_schedule = _plain(lr_schedule or {"name": "constant"})
+        lr_factor(self.lr_schedule, 0)  # validate now, not at the first step
         self.latent_dim, self.n_critic, self.z_dist, self.pack = latent_dim, n_critic, z_dist, pack
         self.metrics = nn.ModuleDict()  # evaluation metrics, updated in validation_step
         self.d_step = 0
@@ -153,6 +158,8 @@ class GANModule(L.LightningModule):
             with self.toggled_optimizer(opt_g):
                 self.generator_step(opt_g, real, labels, log=logs_next_g)
             self.g_step += 1
+            for scheduler in self.lr_schedulers() or []:
+                scheduler.step()
             if logs_next_g:
                 self.emit(self._pending)
                 self._pending = {}
@@ -166,7 +173,9 @@ class GANModule(L.LightningModule):
         ctx = Context(self, real, labels, latent, fake, d_real, d_fake)
         terms = {"adv": self.loss.d_loss(d_real.adv, d_fake.adv)}
         critic = lambda x: self.discriminate(x, labels).adv  # noqa: E731
-        terms.update(self.loss.d_regularizer(critic, real, fake, grad_scale=self.grad_scale(), group=self.pack))
+        terms.update(
+            self.loss.d_regularizer(critic, real, fake, grad_scale=self.grad_scale(), group=self.pack)
+        )
         for name, term in self.aux_terms.items():
             terms.update({f"{name}_{k}": v for k, v in term.d_terms(ctx).items()})
         total = sum(terms.values())
@@ -240,7 +249,9 @@ class GANModule(L.LightningModule):
         if not metrics:
             return
         keys = list(metrics)
-        values = torch.stack([torch.as_tensor(v, device=self.device).float().reshape(()) for v in metrics.values()])
+        values = torch.stack(
+            [torch.as_tensor(v, device=self.device).float().reshape(()) for v in metrics.values()]
+        )
         scalars = dict(zip(keys, values.cpu().tolist()))
         scalars.update({"train/d_step": float(self.d_step), "train/g_step": float(self.g_step)})
         self.last_logged.update(scalars)
@@ -271,14 +282,19 @@ class GANModule(L.LightningModule):
             self.emit(results)
 
     # --- optimizers and checkpoints -----------------------------------------------------------------
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+    def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:
         d_params = list(self.discriminator.parameters()) + [
             p for t in self.aux_terms.values() for p in getattr(t, "d_parameters", lambda: [])()
         ]
         g_params = list(self.generator.parameters()) + [
             p for t in self.aux_terms.values() for p in getattr(t, "g_parameters", lambda: [])()
         ]
-        return [build_optimizer(d_params, **self.optimizer_d), build_optimizer(g_params, **self.optimizer_g)]
+        opts = [build_optimizer(d_params, **self.optimizer_d), build_optimizer(g_params, **self.optimizer_g)]
+        if self.lr_schedule["name"] == "constant":
+            return opts, []
+        # Both schedules advance once per generator step (stepped in training_step).
+        schedule = lambda step: lr_factor(self.lr_schedule, step)  # noqa: E731
+        return opts, [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in opts]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gan_zoo"] = {"d_step": self.d_step, "g_step": self.g_step, "config": self.run_config}
@@ -286,6 +302,27 @@ class GANModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("gan_zoo", {})
         self.d_step, self.g_step = state.get("d_step", 0), state.get("g_step", 0)
+
+
+def lr_factor(schedule: Mapping[str, Any], g_step: int) -> float:
+    """Learning-rate multiplier after `g_step` generator steps.
+
+    constant: 1. linear_decay: 1 until `decay_start` (a fraction of `total_steps`), then linearly to 0.
+    """
+    name = schedule.get("name", "constant")
+    if name == "constant":
+        return 1.0
+    if name != "linear_decay":
+        raise ValueError(f"unknown model.lr_schedule.name {name!r}; valid choices: constant, linear_decay")
+    total, start = schedule.get("total_steps") or -1, schedule.get("decay_start", 0.5)
+    if total <= 0:
+        raise ValueError(
+            "model.lr_schedule.name=linear_decay needs trainer.max_steps > 0 (it decays over G steps)"
+        )
+    if not 0 <= start < 1:
+        raise ValueError(f"model.lr_schedule.decay_start must be in [0, 1), got {start}")
+    begin = start * total
+    return 1.0 if g_step <= begin else max(0.0, (total - g_step) / (total - begin))
 
 
 def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:

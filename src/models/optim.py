@@ -20,7 +20,9 @@ OPTIMIZERS = {
 }
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], name: str = "adam", **options: Any) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], name: str = "adam", **options: Any
+) -> torch.optim.Optimizer:
     """`name` is one of OPTIMIZERS or a dotted path to a torch.optim.Optimizer; null options are dropped."""
     if name in OPTIMIZERS:
         cls = OPTIMIZERS[name]
@@ -31,7 +33,9 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], name: str = "adam", **
         except (ImportError, AttributeError) as e:
             raise ValueError(f"optimizer {name!r} could not be imported: {e}") from None
     else:
-        raise ValueError(f"unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)} or a dotted class path")
+        raise ValueError(
+            f"unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)} or a dotted class path"
+        )
     options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items() if v is not None}
     try:
         return cls(params, **options)

@@ -12,7 +12,9 @@ import torch
 from torch import Tensor
 
 
-def image_grid(x: Tensor, nrow: int | None = None, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+def image_grid(
+    x: Tensor, nrow: int | None = None, value_range: tuple[float, float] = (-1.0, 1.0)
+) -> np.ndarray:
     """(N, C, H, W) in `value_range` -> one uint8 (H', W', 3) grid with `nrow` images per row."""
     from torchvision.utils import make_grid
 
@@ -26,7 +28,9 @@ def image_grid(x: Tensor, nrow: int | None = None, value_range: tuple[float, flo
     return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def scatter_2d(fake: Tensor, real: Tensor | None = None, means: Tensor | None = None, title: str = "") -> np.ndarray:
+def scatter_2d(
+    fake: Tensor, real: Tensor | None = None, means: Tensor | None = None, title: str = ""
+) -> np.ndarray:
     """A scatter plot of 2D samples over the real data and the true modes, as a uint8 image."""
     import matplotlib
 

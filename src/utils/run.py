@@ -26,7 +26,9 @@ def apply_extras(cfg: DictConfig) -> None:
 
 
 @rank_zero_only
-def print_config_tree(cfg: DictConfig, order: Sequence[str] = PRINT_ORDER, save_to: Path | None = None) -> None:
+def print_config_tree(
+    cfg: DictConfig, order: Sequence[str] = PRINT_ORDER, save_to: Path | None = None
+) -> None:
     tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
     fields = [f for f in order if f in cfg] + [f for f in cfg if f not in order]
     for field in fields:
@@ -55,7 +57,11 @@ def print_summary(trainer: L.Trainer, model: L.LightningModule, output_dir: str,
         if ckpt.last_model_path:
             table.add_row("last checkpoint", ckpt.last_model_path)
         if ckpt.best_model_path and ckpt.monitor:
-            score = f" ({ckpt.monitor} = {float(ckpt.best_model_score):.4g})" if ckpt.best_model_score is not None else ""
+            score = (
+                f" ({ckpt.monitor} = {float(ckpt.best_model_score):.4g})"
+                if ckpt.best_model_score is not None
+                else ""
+            )
             table.add_row("best checkpoint", ckpt.best_model_path + score)
     for cb in trainer.callbacks:
         written = getattr(cb, "written", None)

@@ -6,7 +6,14 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from src.models.networks.layers import activation, check_norm, init_weights, norm_layer, output_activation, weight_layer
+from src.models.networks.layers import (
+    activation,
+    check_norm,
+    init_weights,
+    norm_layer,
+    output_activation,
+    weight_layer,
+)
 
 
 def dcgan_layout(shape: Sequence[int], who: str) -> tuple[int, int, int]:
@@ -19,7 +26,9 @@ def dcgan_layout(shape: Sequence[int], who: str) -> tuple[int, int, int]:
         )
     c, h, w = shape
     if h != w:
-        raise ValueError(f"{who} needs square images; got {h}x{w}. Set data.shape=[{c},{min(h, w)},{min(h, w)}].")
+        raise ValueError(
+            f"{who} needs square images; got {h}x{w}. Set data.shape=[{c},{min(h, w)},{min(h, w)}]."
+        )
     k, s = 0, h
     while s > 7 and s % 2 == 0:
         s, k = s // 2, k + 1

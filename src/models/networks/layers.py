@@ -23,7 +23,9 @@ def norm_layer(norm: str, channels: int, dims: int) -> nn.Module:
         return nn.LayerNorm(channels) if dims == 1 else nn.GroupNorm(1, channels)
     if norm == "instance":
         if dims == 1:
-            raise ValueError("norm=instance needs image features; use batch, layer, spectral or none for MLPs")
+            raise ValueError(
+                "norm=instance needs image features; use batch, layer, spectral or none for MLPs"
+            )
         return nn.InstanceNorm2d(channels, affine=True)
     return nn.Identity()  # "none" and "spectral" (spectral wraps the weight layer instead)
 
@@ -33,7 +35,13 @@ def weight_layer(layer: nn.Module, norm: str) -> nn.Module:
 
 
 def activation(name: str) -> nn.Module:
-    acts = {"relu": nn.ReLU(), "leaky_relu": nn.LeakyReLU(0.2), "elu": nn.ELU(), "silu": nn.SiLU(), "tanh": nn.Tanh()}
+    acts = {
+        "relu": nn.ReLU(),
+        "leaky_relu": nn.LeakyReLU(0.2),
+        "elu": nn.ELU(),
+        "silu": nn.SiLU(),
+        "tanh": nn.Tanh(),
+    }
     if name not in acts:
         raise ValueError(f"unknown activation {name!r}; valid choices: {', '.join(acts)}")
     return acts[name]
@@ -60,7 +68,8 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
             nn.init.normal_(w, 0.0, std)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm | nn.GroupNorm | nn.LayerNorm | nn.InstanceNorm2d):
-            if m.weight is not None:
-                nn.init.normal_(m.weight, 1.0, std)
-                nn.init.zeros_(m.bias)
+        elif isinstance(
+            m, nn.modules.batchnorm._BatchNorm | nn.GroupNorm | nn.LayerNorm | nn.InstanceNorm2d
+        ) and (m.weight is not None):
+            nn.init.normal_(m.weight, 1.0, std)
+            nn.init.zeros_(m.bias)

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from src.models.networks.layers import activation, check_norm, init_weights, norm_layer, output_activation, weight_layer
+from src.models.networks.layers import (
+    activation,
+    check_norm,
+    init_weights,
+    norm_layer,
+    output_activation,
+    weight_layer,
+)
 
 
 class MLPGenerator(nn.Module):
@@ -58,7 +65,9 @@ class MLPDiscriminator(nn.Module):
         super().__init__()
         check_norm(norm, "MLPDiscriminator")
         if norm == "instance":
-            raise ValueError("MLPDiscriminator: norm=instance needs images; use batch, layer, spectral or none")
+            raise ValueError(
+                "MLPDiscriminator: norm=instance needs images; use batch, layer, spectral or none"
+            )
         if pack < 1:
             raise ValueError(f"pack must be >= 1, got {pack}")
         self.shape, self.pack = tuple(shape), pack

@@ -1,0 +1,56 @@
+"""Shared test helpers: compose the real configs through Hydra's compose API and run them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# Small, fast settings for any training run in the tests.
+FAST = [
+    "~callbacks.rich_progress_bar",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "extras.print_config=false",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def make_cfg(overrides: list[str], tmp_path: Path, fast: bool = True) -> DictConfig:
+    """Compose conf/train.yaml with `overrides`, outputs under tmp_path."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=(FAST if fast else []) + list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.log_dir = str(tmp_path)
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+        del cfg["hydra"]
+    return cfg
+
+
+def run_train(overrides: list[str], tmp_path: Path, fast: bool = True):
+    from src.train import train
+
+    cfg = make_cfg(overrides, tmp_path, fast)
+    return train(cfg)
+
+
+@pytest.fixture
+def compose_cfg(tmp_path):
+    return lambda overrides: make_cfg(overrides, tmp_path)
