@@ -16,10 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src.callbacks.step_limit import GeneratorStepLimit
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run, with what to do instead."""
+from src.errors import ConfigError
 
 
 def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
@@ -29,8 +26,8 @@ def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
         cause = e.__cause__ or e
         while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
             cause = cause.__cause__
-        key = getattr(e, "full_key", "") or what
-        raise ConfigError(f"{what} ({key}): {cause}") from cause
+        key = getattr(e, "full_key", "")
+        raise ConfigError(f"{cause}" + (f" [at {key}]" if key else "")) from cause
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{what}: {e}") from e
 

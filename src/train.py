@@ -15,7 +15,8 @@ import torch
 from omegaconf import DictConfig
 
 from src.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer
-from src.utils.run import apply_extras, print_summary
+from src.errors import GanZooError
+from src.utils.run import apply_extras, exit_with_error, print_summary
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
@@ -61,7 +62,10 @@ def finish_loggers(trainer: L.Trainer) -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     apply_extras(cfg)
-    metrics, _ = train(cfg)
+    try:
+        metrics, _ = train(cfg)
+    except GanZooError as e:
+        exit_with_error(e)
     name = cfg.get("optimized_metric")
     if not name:
         return None

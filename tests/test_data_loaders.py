@@ -24,7 +24,7 @@ import src.data.disk as disk
 import src.data.torchvision_sets as tvs
 from src.build import build_datamodule
 from src.data.image_folder import ImageFolder
-from src.data.torchvision_sets import DataNotFoundError
+from src.errors import DataNotFoundError
 
 
 def datamodule(overrides: list[str], tmp_path: Path):

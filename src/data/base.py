@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from src.errors import DataError
+
 
 class TensorLoader:
     """Batches from in-memory tensors: seeded shuffling per epoch, DDP sharding, resumable position."""
@@ -31,7 +33,7 @@ class TensorLoader:
         world_size: int = 1,
     ):
         if len(x) != len(y):
-            raise ValueError(f"{len(x)} samples but {len(y)} labels")
+            raise DataError(f"{len(x)} samples but {len(y)} labels")
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.normalize, self.rank, self.world_size = seed, normalize, rank, world_size
@@ -41,7 +43,7 @@ class TensorLoader:
         n = len(x) // world_size  # equal shards on every rank (DDP needs the same number of steps)
         self.per_rank = n
         if n < batch_size and drop_last:
-            raise ValueError(
+            raise DataError(
                 f"data set of {len(x)} samples gives {n} per process: fewer than data.batch_size={batch_size}"
             )
 
@@ -102,7 +104,7 @@ class GANDataModule(L.LightningDataModule):
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
         if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+            raise DataError(f"data.batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_classes, self.seed, self.device_choice = num_classes, seed, device
@@ -134,7 +136,7 @@ class GANDataModule(L.LightningDataModule):
         if self.num_classes is not None and (labels >= 0).any():
             found = int(labels.max()) + 1
             if found > self.num_classes:
-                raise ValueError(
+                raise DataError(
                     f"data={self.name}: labels go up to {found - 1} but data.num_classes={self.num_classes}"
                 )
 
@@ -171,12 +173,12 @@ class GANDataModule(L.LightningDataModule):
 def conform(x: Tensor, shape: tuple[int, ...], what: str) -> Tensor:
     """Bring data to `shape`: images are resized (antialiased) and converted between 1 and 3 channels."""
     if x.dim() - 1 != len(shape):
-        raise ValueError(
+        raise DataError(
             f"{what} has samples of shape {list(x.shape[1:])}, which cannot be made {list(shape)}"
         )
     if len(shape) == 1:
         if x.shape[1] != shape[0]:
-            raise ValueError(f"{what} has {x.shape[1]}-D samples but data.shape={list(shape)}")
+            raise DataError(f"{what} has {x.shape[1]}-D samples but data.shape={list(shape)}")
         return x
     c, h, w = shape
     if x.shape[1] != c:
@@ -186,7 +188,7 @@ def conform(x: Tensor, shape: tuple[int, ...], what: str) -> Tensor:
             x = (x.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
             x = x.round().clamp(0, 255).to(torch.uint8)
         else:
-            raise ValueError(f"{what} has {x.shape[1]} channels; cannot convert to data.shape={list(shape)}")
+            raise DataError(f"{what} has {x.shape[1]} channels; cannot convert to data.shape={list(shape)}")
     if tuple(x.shape[2:]) != (h, w):
         out = []
         for chunk in x.split(4096):

@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from src.data.base import GANDataModule, TensorLoader
+from src.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 # in_memory="auto" holds the images in memory up to both limits (all splits together, uint8 at data.shape).
@@ -107,9 +108,9 @@ class ImageFilesModule(GANDataModule):
     ):
         super().__init__(shape, **kwargs)
         if len(self.shape) != 3 or self.shape[0] not in (1, 3):
-            raise ValueError(f"data={self.name}: data.shape must be [1 or 3, H, W], got {list(self.shape)}")
+            raise DataError(f"data={self.name}: data.shape must be [1 or 3, H, W], got {list(self.shape)}")
         if in_memory not in ("auto", True, False):
-            raise ValueError(
+            raise DataError(
                 f"data={self.name}: data.in_memory must be auto, true or false, got {in_memory!r}"
             )
         self.in_memory, self.crop = in_memory, crop
@@ -139,7 +140,7 @@ class ImageFilesModule(GANDataModule):
             results = list(pool.map(lambda p: _attempt(read, p), everything))
         failed = [(p, r) for p, r in zip(everything, results) if isinstance(r, Exception)]
         if len(failed) == len(everything):
-            raise ValueError(
+            raise DataError(
                 f"data={self.name}: none of the {len(everything)} image files could be read "
                 f"(first: {failed[0][0]}: {failed[0][1]})"
             )
@@ -185,7 +186,7 @@ class ImageFilesModule(GANDataModule):
         dataset = self.datasets[split]
         _, world = self._rank()
         if drop_last and len(dataset) // world < batch_size:
-            raise ValueError(
+            raise DataError(
                 f"data={self.name}: {len(dataset)} {split} images give {len(dataset) // world} per process: "
                 f"fewer than data.batch_size={batch_size}"
             )

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from src.data.disk import IMAGE_EXTENSIONS, Files, ImageFilesModule
+from src.errors import DataError, DataNotFoundError
 
 
 class ImageFolder(ImageFilesModule):
@@ -41,7 +42,7 @@ class ImageFolder(ImageFilesModule):
     ):
         super().__init__(shape, in_memory=in_memory, **kwargs)
         if not 0 <= val_fraction < 1:
-            raise ValueError(f"data=image_folder: data.val_fraction must be in [0, 1), got {val_fraction}")
+            raise DataError(f"data=image_folder: data.val_fraction must be in [0, 1), got {val_fraction}")
         self.path, self.labels, self.val_fraction = Path(path).expanduser(), labels, val_fraction
 
     @property
@@ -52,7 +53,7 @@ class ImageFolder(ImageFilesModule):
         root = self.path
         if not root.is_dir():
             what = "is not a folder" if root.exists() else "does not exist"
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"data=image_folder: data.path={root} {what}; expected a folder of images"
             )
         if self.labels:
@@ -61,7 +62,7 @@ class ImageFolder(ImageFilesModule):
             paths = find_images(root)
             labels = [-1] * len(paths)
         if not paths:
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"data=image_folder: no images in {root} (searched recursively for files ending in "
                 f"{' '.join(IMAGE_EXTENSIONS)})"
             )
@@ -75,12 +76,12 @@ class ImageFolder(ImageFilesModule):
         """The images of each immediate sub-folder (sorted by name), labelled by the folder's rank."""
         classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
         if not classes:
-            raise ValueError(
+            raise DataError(
                 f"data=image_folder: data.labels=true takes each sub-folder of {root} as a class, but it "
                 "has no sub-folders; put the images in one folder per class or set data.labels=false"
             )
         if self.num_classes is not None and self.num_classes != len(classes):
-            raise ValueError(
+            raise DataError(
                 f"data=image_folder: data.num_classes={self.num_classes} but {root} has {len(classes)} "
                 f"class folders ({', '.join(classes)})"
             )

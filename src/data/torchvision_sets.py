@@ -21,12 +21,9 @@ from torch import Tensor
 
 from src.data.base import GANDataModule
 from src.data.disk import Files, ImageFilesModule
+from src.errors import DataError, DataNotFoundError
 
 NETWORK_TIMEOUT_S = 10.0
-
-
-class DataNotFoundError(FileNotFoundError):
-    """A data set's files are not where they were looked for, and could not be downloaded or read."""
 
 
 @contextmanager
@@ -212,7 +209,7 @@ class CelebA(TorchvisionFiles, ImageFilesModule):
             return self.label_attr
         if self.label_attr in names:
             return names.index(self.label_attr)
-        raise ValueError(
+        raise DataError(
             f"data=celeba: data.label_attr={self.label_attr!r} is not a CelebA attribute: give an index 0-{len(names) - 1} "
             f"or one of {', '.join(names)}"
         )

@@ -204,10 +204,14 @@ def gradient_penalty(
     """
     n = real.shape[0] // group
     eps = torch.rand((n,) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
-    x_hat = torch.lerp(fake.detach(), real.detach(), eps.repeat_interleave(group, 0)).requires_grad_(True)
+    fake = fake.detach().to(real.dtype)  # under autocast G may emit bf16 while data stays fp32
+    x_hat = torch.lerp(fake, real.detach(), eps.repeat_interleave(group, 0)).requires_grad_(True)
     out = critic(x_hat).float().sum()
     (grad,) = torch.autograd.grad(out * grad_scale, x_hat, create_graph=True)
-    norm = (grad.reshape(n, -1).float() / grad_scale).norm(2, dim=1)
+    grad = grad.reshape(n, -1)
+    if grad.dtype in (torch.float16, torch.bfloat16):
+        grad = grad.float()
+    norm = (grad / grad_scale).norm(2, dim=1)
     return ((norm - center) ** 2).mean()
 
 

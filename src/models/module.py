@@ -11,8 +11,10 @@ every `trainer.log_every_n_steps` G steps, `trainer.max_steps` as G steps) uses 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -21,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from src.errors import ConfigError
 from src.losses import AdversarialLoss
 from src.models.optim import build_optimizer
 from src.utils.figures import image_grid
@@ -90,7 +93,9 @@ class GANModule(L.LightningModule):
         self.aux_terms = nn.ModuleDict(aux_terms or {})
         self.optimizer_g, self.optimizer_d = _plain(optimizer_g), _plain(optimizer_d)
         self.lr_schedule = _plain(lr_schedule or {"name": "constant"})
-        lr_factor(self.lr_schedule, 0)  # validate now, not at the first step
+        for options in (self.optimizer_g, self.optimizer_d):  # validate now, not when fit starts
+            build_optimizer([nn.Parameter(torch.zeros(1))], **options)
+        lr_factor({**self.lr_schedule, "total_steps": 1}, 0)  # the step count may come from the Trainer
         self.latent_dim, self.n_critic, self.z_dist, self.pack = latent_dim, n_critic, z_dist, pack
         self.metrics = nn.ModuleDict()  # evaluation metrics, updated in validation_step
         self.d_step = 0
@@ -292,9 +297,21 @@ class GANModule(L.LightningModule):
         opts = [build_optimizer(d_params, **self.optimizer_d), build_optimizer(g_params, **self.optimizer_g)]
         if self.lr_schedule["name"] == "constant":
             return opts, []
+        schedule = {**self.lr_schedule, "total_steps": self.total_g_steps()}
+        try:
+            lr_factor(schedule, 0)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         # Both schedules advance once per generator step (stepped in training_step).
-        schedule = lambda step: lr_factor(self.lr_schedule, step)  # noqa: E731
-        return opts, [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in opts]
+        return opts, [torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, schedule)) for opt in opts]
+
+    def total_g_steps(self) -> int:
+        """The run's length in G steps: trainer.max_steps, else what max_epochs gives."""
+        total = self.lr_schedule.get("total_steps") or -1
+        if total <= 0 and self._trainer is not None:
+            batches = self.trainer.estimated_stepping_batches
+            total = int(batches) // self.n_critic if math.isfinite(batches) else -1
+        return total
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gan_zoo"] = {"d_step": self.d_step, "g_step": self.g_step, "config": self.run_config}
@@ -317,7 +334,8 @@ def lr_factor(schedule: Mapping[str, Any], g_step: int) -> float:
     total, start = schedule.get("total_steps") or -1, schedule.get("decay_start", 0.5)
     if total <= 0:
         raise ValueError(
-            "model.lr_schedule.name=linear_decay needs trainer.max_steps > 0 (it decays over G steps)"
+            "model.lr_schedule.name=linear_decay needs the run's length: set trainer.max_steps (G steps) or "
+            "trainer.max_epochs, or use model.lr_schedule.name=constant"
         )
     if not 0 <= start < 1:
         raise ValueError(f"model.lr_schedule.decay_start must be in [0, 1), got {start}")

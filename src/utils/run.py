@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
 import rich
+import rich.console
+import rich.markup
 import rich.syntax
 import rich.table
 import rich.tree
@@ -77,3 +80,10 @@ def print_summary(trainer: L.Trainer, model: L.LightningModule, output_dir: str,
         if key.startswith("val/"):
             table.add_row(key, f"{float(value):.4f}")
     rich.print(table)
+
+
+def exit_with_error(error: Exception, code: int = 2) -> None:
+    """A configuration or data error: one clear message on stderr, no traceback, exit status 2."""
+    console = rich.console.Console(stderr=True, highlight=False)
+    console.print(f"[bold red]error:[/] {rich.markup.escape(str(error))}")
+    sys.exit(code)

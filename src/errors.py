@@ -1,0 +1,17 @@
+"""Errors in the user's settings or files: the command line reports them as one message, no traceback."""
+
+
+class GanZooError(Exception):
+    """Base of the errors that name a bad value or file and say what to do instead."""
+
+
+class ConfigError(GanZooError, ValueError):
+    """A configuration that cannot run."""
+
+
+class DataError(GanZooError, ValueError):
+    """Data that is present but unusable (empty, unreadable, inconsistent with the config)."""
+
+
+class DataNotFoundError(GanZooError, FileNotFoundError):
+    """A data set's files are not where they were looked for, and could not be downloaded."""
