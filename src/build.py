@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.callbacks.step_limit import GeneratorStepLimit
 from src.errors import ConfigError
+from src.metrics import build_metrics
 
 
 def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
@@ -42,7 +43,7 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule | None = None
     if datamodule is not None and hasattr(model, "check_data"):
         model.check_data(datamodule)
     if datamodule is not None and hasattr(datamodule, "evaluation_metrics"):
-        model.metrics.update(datamodule.evaluation_metrics())
+        model.metrics.update(build_metrics(cfg.get("eval"), model, datamodule))
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     return model
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+
+# One classifier cache for the whole session (per process): the evaluator is trained once.
+CACHE = Path(tempfile.gettempdir()) / f"gan-zoo-test-cache-{os.getpid()}"
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -39,7 +43,7 @@ def make_cfg(overrides: list[str], tmp_path: Path, fast: bool = True) -> DictCon
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
         cfg.paths.log_dir = str(tmp_path)
-        cfg.paths.cache_dir = str(tmp_path / "cache")
+        cfg.paths.cache_dir = str(CACHE)
         del cfg["hydra"]
     return cfg
 

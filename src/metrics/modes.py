@@ -55,7 +55,7 @@ class ModeCoverage(Metric):
         self.add_state("counts", torch.zeros(len(means), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, fake: Tensor, real: Tensor | None = None) -> None:
+    def update(self, fake: Tensor, **_) -> None:
         counts, total = mode_stats(fake.flatten(1), self.means, self.std, self.radius)
         self.counts += counts
         self.total += total

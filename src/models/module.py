@@ -12,8 +12,7 @@ every `trainer.log_every_n_steps` G steps, `trainer.max_steps` as G steps) uses 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -25,40 +24,9 @@ from torch import Tensor, nn
 
 from src.errors import ConfigError
 from src.losses import AdversarialLoss
+from src.losses.auxiliary import AuxTerm, Context, DOut
 from src.models.optim import build_optimizer
 from src.utils.figures import image_grid
-
-
-@dataclass
-class DOut:
-    """Discriminator outputs: the adversarial score per sample and any auxiliary heads."""
-
-    adv: Tensor
-    aux: dict[str, Tensor] = field(default_factory=dict)
-
-
-@dataclass
-class Context:
-    """What an auxiliary term may look at in either phase."""
-
-    module: GANModule
-    real: Tensor | None
-    labels: Tensor | None
-    latent: dict[str, Tensor]
-    fake: Tensor
-    d_real: DOut | None
-    d_fake: DOut
-    extras: dict[str, Tensor] = field(default_factory=dict)
-
-
-class AuxTerm(nn.Module):
-    """An auxiliary objective added to whatever adversarial loss is selected (AC, InfoGAN MI, KL ...)."""
-
-    def d_terms(self, ctx: Context) -> dict[str, Tensor]:
-        return {}
-
-    def g_terms(self, ctx: Context) -> dict[str, Tensor]:
-        return {}
 
 
 class GANModule(L.LightningModule):
@@ -89,7 +57,7 @@ class GANModule(L.LightningModule):
             )
         self.automatic_optimization = False
         self.generator, self.discriminator, self.loss = generator, discriminator, loss
-        self.loss.check(discriminator)
+        self.loss.check(self.critic)
         self.aux_terms = nn.ModuleDict(aux_terms or {})
         self.optimizer_g, self.optimizer_d = _plain(optimizer_g), _plain(optimizer_d)
         self.lr_schedule = _plain(lr_schedule or {"name": "constant"})
@@ -115,7 +83,15 @@ class GANModule(L.LightningModule):
         return self.generator(latent["z"])
 
     def discriminate(self, x: Tensor, labels: Tensor | None = None) -> DOut:
-        return DOut(self.discriminator(self.pack_samples(x)))
+        return DOut(self.discriminator(x))
+
+    def check_data(self, datamodule: Any) -> None:
+        """Raise ConfigError at start-up if the model cannot train on this data (conditional models need labels)."""
+
+    @property
+    def critic(self) -> nn.Module:
+        """The adversarial path of D (without auxiliary heads): what clipping and norm rules apply to."""
+        return getattr(self.discriminator, "critic", self.discriminator)
 
     # --- helpers for the hooks ----------------------------------------------------------------------
     def sample_noise(self, n: int, dim: int, generator: torch.Generator | None = None) -> Tensor:
@@ -126,29 +102,46 @@ class GANModule(L.LightningModule):
             z = torch.randn(n, dim, device=device, generator=generator)
         return z.to(self.device)
 
-    def pack_samples(self, x: Tensor) -> Tensor:
-        """PacGAN packing: m samples become one discriminator input of m times the channels."""
-        if self.pack == 1:
-            return x
-        if x.shape[0] % self.pack:
-            raise ValueError(f"batch of {x.shape[0]} is not divisible by model.pack={self.pack}")
-        return x.reshape(x.shape[0] // self.pack, self.pack * x.shape[1], *x.shape[2:])
-
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, **latent: Tensor) -> Tensor:
         """n samples in eval mode (BatchNorm uses running statistics); latent entries may be fixed."""
+        full = self.sample_latent(n, latent.get("y"), generator=generator)
+        full.update({k: v.to(self.device) for k, v in latent.items()})
+        return self.generate_eval(full)
+
+    @torch.no_grad()
+    def generate_eval(self, latent: dict[str, Tensor]) -> Tensor:
         was_training = self.generator.training
         self.generator.eval()
         try:
-            full = self.sample_latent(n, latent.get("y"), generator=generator)
-            full.update({k: v.to(self.device) for k, v in latent.items()})
-            return self.split_extras(self.generate(full))[0]
+            return self.split_extras(self.generate(latent))[0]
         finally:
             self.generator.train(was_training)
 
     def figures(self, n: int, generator: torch.Generator | None = None) -> dict[str, np.ndarray]:
         """Named uint8 images for the sample callback and `src.sample`; variants add their own."""
-        return {"samples": image_grid(self.sample(n, generator=generator))}
+        figures = {"samples": image_grid(self.sample(n, generator=generator))}
+        if len(getattr(self.generator, "shape", ())) == 3:
+            figures["traversal"] = self.traverse_noise(generator)
+        return figures
+
+    def traverse_noise(
+        self,
+        generator: torch.Generator | None = None,
+        rows: int = 10,
+        cols: int = 10,
+        span: float = 2.0,
+        dim: int = 0,
+    ) -> np.ndarray:
+        """Rows: fixed latents; columns: noise dimension `dim` from -span to span (InfoGAN's figure 2b)."""
+        latent = self.sample_latent(rows, generator=generator)
+        latent = {k: v.repeat_interleave(cols, 0) for k, v in latent.items()}
+        latent["z"][:, dim] = torch.linspace(-span, span, cols, device=self.device).repeat(rows)
+        return image_grid(self.generate_eval(latent), nrow=cols)
+
+    def evaluation_metrics(self, datamodule: Any, evaluator: Callable) -> dict[str, Callable]:
+        """Metric factories that apply to this model on this data; `evaluator()` gives the domain classifier."""
+        return {}
 
     # --- the shared step ----------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> None:
@@ -188,11 +181,13 @@ class GANModule(L.LightningModule):
         self.manual_backward(total)
         if log:
             self._pending.update(self.d_stats(d_real.adv.detach(), d_fake.adv.detach()))
+            for name, term in self.aux_terms.items():
+                self._pending.update({f"train/{name}_{k}": v.detach() for k, v in term.stats(ctx).items()})
             self._pending["train/d_grad_norm"] = self.grad_norm(self.discriminator)
             self._pending.update({f"train/d_{k}": v.detach() for k, v in terms.items()})
             self._pending["train/d_loss"] = total.detach()
         opt.step()
-        self.loss.after_d_step(self.discriminator)
+        self.loss.after_d_step(self.critic)
 
     def generator_step(self, opt: Any, real: Tensor, labels: Tensor | None, log: bool) -> None:
         latent = self.sample_latent(real.shape[0], labels)
@@ -270,10 +265,16 @@ class GANModule(L.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         if not self.metrics:
             return
-        real, labels = self.unpack_batch(batch)
-        fake = self.sample(real.shape[0], y=labels) if labels is not None else self.sample(real.shape[0])
+        inputs = self.eval_batch(*self.unpack_batch(batch))
         for metric in self.metrics.values():
-            metric.update(real=real, fake=fake)
+            metric.update(**inputs)
+
+    @torch.no_grad()
+    def eval_batch(self, real: Tensor, labels: Tensor | None) -> dict[str, Any]:
+        """What evaluation metrics see for one held-out batch: real images, as many fakes (with the
+        real labels, for conditional models) and the latent they came from. Metrics take what they need."""
+        latent = self.sample_latent(real.shape[0], labels)
+        return {"real": real, "fake": self.generate_eval(latent), "labels": labels, "latent": latent}
 
     def on_validation_epoch_end(self) -> None:
         if not self.metrics:

@@ -12,6 +12,7 @@ from src.models.networks.layers import (
     init_weights,
     norm_layer,
     output_activation,
+    pack_input,
     weight_layer,
 )
 
@@ -49,16 +50,23 @@ class DCGANGenerator(nn.Module):
         norm: str = "batch",
         act: str = "relu",
         out_act: str = "auto",
+        fc_dim: int | None = None,
         init_std: float | None = 0.02,
     ):
+        """`fc_dim`: a fully connected hidden layer before the projection (InfoGAN's FC 1024)."""
         super().__init__()
         check_norm(norm, "DCGANGenerator")
         self.latent_dim, self.shape = latent_dim, tuple(shape)
         c_out, s0, k = dcgan_layout(shape, "model=dcgan generator")
         chans = [min(base_channels * 2 ** (k - 1 - i), max_channels) for i in range(k)]
         bias = norm in ("none", "spectral")
+        fc = []
+        if fc_dim:
+            fc = [weight_layer(nn.Linear(latent_dim, fc_dim, bias=bias), norm), norm_layer(norm, fc_dim, 1)]
+            fc.append(activation(act))
         self.project = nn.Sequential(
-            weight_layer(nn.Linear(latent_dim, chans[0] * s0 * s0, bias=bias), norm),
+            *fc,
+            weight_layer(nn.Linear(fc_dim or latent_dim, chans[0] * s0 * s0, bias=bias), norm),
             nn.Unflatten(1, (chans[0], s0, s0)),
             norm_layer(norm, chans[0], 2),
             activation(act),
@@ -88,8 +96,10 @@ class DCGANDiscriminator(nn.Module):
         act: str = "leaky_relu",
         pack: int = 1,
         in_extra: int = 0,
+        fc_dim: int | None = None,
         init_std: float | None = 0.02,
     ):
+        """`fc_dim`: a fully connected hidden layer after the convolutions (InfoGAN's FC 1024)."""
         super().__init__()
         check_norm(norm, "DCGANDiscriminator")
         if pack < 1:
@@ -101,11 +111,19 @@ class DCGANDiscriminator(nn.Module):
         for c, c_next in zip(chans[:-1], chans[1:]):
             layers += [weight_layer(nn.Conv2d(c, c_next, 4, 2, 1, bias=norm in ("none", "spectral")), norm)]
             layers += [norm_layer(norm, c_next, 2), activation(act)]
-        self.trunk = nn.Sequential(*layers, nn.Flatten())
+        layers.append(nn.Flatten())
         self.feature_dim = chans[-1] * s0 * s0
+        if fc_dim:
+            layers += [weight_layer(nn.Linear(self.feature_dim, fc_dim), norm), norm_layer(norm, fc_dim, 1)]
+            layers.append(activation(act))
+            self.feature_dim = fc_dim
+        self.trunk = nn.Sequential(*layers)
         self.head = weight_layer(nn.Linear(self.feature_dim, 1), norm)
         if init_std:
             init_weights(self, init_std)
 
+    def features(self, x: Tensor) -> Tensor:
+        return self.trunk(pack_input(x, self.pack))
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.trunk(x)).squeeze(1)
+        return self.head(self.features(x)).squeeze(1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 NORMS = ("batch", "layer", "instance", "spectral", "none")
@@ -32,6 +32,15 @@ def norm_layer(norm: str, channels: int, dims: int) -> nn.Module:
 
 def weight_layer(layer: nn.Module, norm: str) -> nn.Module:
     return spectral_norm(layer) if norm == "spectral" else layer
+
+
+def pack_input(x: Tensor, pack: int) -> Tensor:
+    """PacGAN packing: m consecutive samples become one input with m times the channels (features)."""
+    if pack == 1:
+        return x
+    if x.shape[0] % pack:
+        raise ValueError(f"batch of {x.shape[0]} is not divisible by model.pack={pack}")
+    return x.reshape(x.shape[0] // pack, pack * x.shape[1], *x.shape[2:])
 
 
 def activation(name: str) -> nn.Module:

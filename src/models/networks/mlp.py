@@ -14,6 +14,7 @@ from src.models.networks.layers import (
     init_weights,
     norm_layer,
     output_activation,
+    pack_input,
     weight_layer,
 )
 
@@ -86,8 +87,11 @@ class MLPDiscriminator(nn.Module):
         if init_std:
             init_weights(self, init_std)
 
+    def features(self, x: Tensor) -> Tensor:
+        return self.trunk(pack_input(x, self.pack))
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.trunk(x)).squeeze(1)
+        return self.head(self.features(x)).squeeze(1)
 
 
 class MaxoutDiscriminator(MLPDiscriminator):

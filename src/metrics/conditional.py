@@ -1,0 +1,93 @@
+"""Scores for conditional models, read by the domain classifier (or by the model's own Q head)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from src.metrics.classifier import to_input
+
+
+class _Evaluator:
+    """Holds the classifier outside nn.Module registration: it is not part of the GAN's checkpoint."""
+
+    def __init__(self, net: nn.Module, test_acc: float):
+        self.net, self.test_acc = net.eval().requires_grad_(False), test_acc
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        if next(self.net.parameters()).device != x.device:
+            self.net.to(x.device)
+        return self.net(to_input(x)).argmax(1)
+
+
+def best_mapping_accuracy(confusion: np.ndarray) -> float:
+    """Accuracy under the best one-to-one map of rows (codes) to columns (labels), as InfoGAN scores c1."""
+    rows, cols = linear_sum_assignment(-confusion)
+    return float(confusion[rows, cols].sum() / max(confusion.sum(), 1))
+
+
+class ClassConsistency(Metric):
+    """Share of samples the classifier reads as the label they were generated for (cGAN, AC-GAN)."""
+
+    full_state_update = False
+    monitor = ("class_consistency", "max")
+
+    def __init__(self, classifier: nn.Module, test_acc: float, **kwargs):
+        super().__init__(**kwargs)
+        self.evaluator = _Evaluator(classifier, test_acc)
+        self.add_state("correct", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, fake: Tensor, latent: dict[str, Tensor], **_) -> None:
+        pred = self.evaluator.predict(fake)
+        self.correct += (pred == latent["y"]).sum()
+        self.total += len(pred)
+
+    def compute(self) -> dict[str, Tensor]:
+        return {
+            "class_consistency": self.correct.float() / self.total.clamp(min=1),
+            "evaluator_acc": torch.tensor(self.evaluator.test_acc),
+        }
+
+
+class CodeAccuracy(Metric):
+    """InfoGAN's c1 as a classifier: codes vs labels under the best one-to-one mapping.
+
+    `source="q"`: Q's predicted c1 on held-out real images against their labels (the paper's 5% error).
+    `source="samples"`: the classifier's label for samples generated with each c1 value.
+    """
+
+    full_state_update = False
+
+    def __init__(
+        self, n_codes: int, num_classes: int, source: str = "q", classifier=None, test_acc=float("nan"), **kw
+    ):
+        super().__init__(**kw)
+        if source not in ("q", "samples"):
+            raise ValueError(f"source must be 'q' or 'samples', got {source!r}")
+        if source == "samples" and classifier is None:
+            raise ValueError("source='samples' needs the domain classifier")
+        self.source, self.n_codes, self.num_classes = source, n_codes, num_classes
+        self.evaluator = _Evaluator(classifier, test_acc) if classifier is not None else None
+        self.monitor = ("c1_acc", "max") if source == "q" else None
+        self.add_state("confusion", torch.zeros(n_codes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, fake: Tensor, latent: dict[str, Tensor], labels: Tensor | None = None, **kw) -> None:
+        if self.source == "q":
+            codes, classes = kw["code_pred"], labels
+            if classes is None:
+                return
+        else:
+            codes, classes = latent["c_cat"][:, 0], self.evaluator.predict(fake)
+        index = codes.long() * self.num_classes + classes.long()
+        self.confusion += torch.bincount(index, minlength=self.n_codes * self.num_classes).view_as(
+            self.confusion
+        )
+
+    def compute(self) -> dict[str, Tensor]:
+        acc = torch.tensor(best_mapping_accuracy(self.confusion.cpu().numpy()))
+        return {"c1_acc" if self.source == "q" else "c1_sample_acc": acc}

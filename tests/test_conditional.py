@@ -1,0 +1,150 @@
+"""cGAN, AC-GAN and InfoGAN: every loss, the conditioning really used, figures, evaluation."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import CACHE, make_cfg, run_train
+from PIL import Image
+
+from src.build import build_model
+from src.errors import ConfigError
+from src.losses.auxiliary import Context, DOut, MutualInfoTerm
+from src.metrics.conditional import ClassConsistency, best_mapping_accuracy
+
+MODELS = ["cgan", "acgan", "infogan"]
+LOSSES = ["minimax", "nonsaturating", "lsgan", "hinge", "wgan", "wgan_gp"]
+TINY = [
+    "trainer.max_steps=3",
+    "data.batch_size=16",
+    "model.n_critic=1",
+    "eval.metrics=[]",
+    "~callbacks.samples",
+]
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("model", MODELS)
+def test_conditional_model_trains_with_every_loss(model, loss, tmp_path):
+    metrics, objects = run_train([f"model={model}", f"loss={loss}", *TINY], tmp_path)
+    module = objects["model"]
+    assert module.g_step == 3
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/g_loss")]
+    aux = {"cgan": None, "acgan": "train/g_ac_fake", "infogan": "train/g_info_mi_cat"}[model]
+    for key in ["train/d_loss", "train/g_loss"] + ([aux] if aux else []):
+        values = [float(r[key]) for r in rows]
+        assert all(math.isfinite(v) for v in values) and len(set(values)) > 1, (key, values)
+    if loss == "wgan":  # clipping applies to the critic path, not to the auxiliary heads
+        critic_max = max(p.abs().max().item() for p in module.critic.parameters())
+        assert critic_max <= 0.01 + 1e-7
+        if model != "cgan":
+            heads = [p.abs().max().item() for p in module.discriminator.heads.parameters()]
+            assert max(heads) > 0.01
+
+
+def test_generator_and_discriminator_use_the_label(tmp_path):
+    for cond in ("projection", "concat"):
+        module = build_model(make_cfg(["model=cgan", f"model.discriminator.cond={cond}"], tmp_path)).eval()
+        z = torch.randn(4, module.latent_dim)
+        a = module.generate({"z": z, "y": torch.zeros(4, dtype=torch.long)})
+        b = module.generate({"z": z, "y": torch.full((4,), 7)})
+        assert not torch.allclose(a, b)
+        da = module.discriminate(a, torch.zeros(4, dtype=torch.long)).adv
+        db = module.discriminate(a, torch.full((4,), 7)).adv
+        assert da.shape == (4,) and not torch.allclose(da, db)
+
+
+def test_ac_classifier_learns_the_real_labels(tmp_path):
+    """With the real labels the AC head beats chance within 150 steps; shuffled labels would not."""
+    overrides = ["model=acgan", "trainer.max_steps=150", "trainer.log_every_n_steps=50", "data.batch_size=32"]
+    metrics, _ = run_train([*overrides, "eval.metrics=[]", "~callbacks.samples"], tmp_path)
+    assert metrics["train/ac_real_acc"] > 0.5, metrics
+
+
+def test_infogan_q_recovers_the_sampled_codes(tmp_path):
+    """The MI term is computed on the codes G was given: Q learns to read them back."""
+    overrides = [
+        "model=infogan",
+        "trainer.max_steps=150",
+        "trainer.log_every_n_steps=50",
+        "data.batch_size=32",
+    ]
+    metrics, _ = run_train([*overrides, "eval.metrics=[]", "~callbacks.samples"], tmp_path)
+    assert metrics["train/info_cat_acc"] > 0.5, metrics
+    assert metrics["train/info_cont_mse"] < 1 / 3  # below the variance of U(-1, 1): c_cont is predicted
+
+
+def test_mutual_information_uses_codes_not_data_labels():
+    term = MutualInfoTerm(cat_dims=[10], cont_dim=2, cont_loss="mse")
+    codes = torch.arange(8) % 10
+    q = torch.cat([torch.nn.functional.one_hot(codes, 10).float() * 20, torch.zeros(8, 2)], 1)
+    latent = {"c_cat": codes[:, None], "c_cont": torch.zeros(8, 2)}
+    wrong_labels = (codes + 3) % 10
+    ctx = Context(None, None, wrong_labels, latent, torch.zeros(8, 1), None, DOut(torch.zeros(8), {"q": q}))
+    assert term.d_terms(ctx)["mi_cat"].item() < 1e-3  # Q matches the codes, whatever the data labels
+    shuffled = {"c_cat": wrong_labels[:, None], "c_cont": torch.zeros(8, 2)}
+    ctx.latent = shuffled
+    assert term.g_terms(ctx)["mi_cat"].item() > 10  # break the codes and the term says so
+
+
+def test_figures_have_the_expected_grids(tmp_path):
+    run_train(["model=infogan", "trainer.max_steps=1", "eval.metrics=[]"], tmp_path / "info")
+    run_train(["model=cgan", "trainer.max_steps=1", "eval.metrics=[]"], tmp_path / "cgan")
+    run_train(["model=dcgan", "trainer.max_steps=1", "eval.metrics=[]"], tmp_path / "dcgan")
+    side = 10 * 30 + 2  # 10 images of 28 px, 2 px padding
+    for run, names in (("info", ["c1", "c2", "c3"]), ("cgan", ["classes"]), ("dcgan", ["traversal"])):
+        for name in names:
+            img = Image.open(tmp_path / run / "samples" / f"{name}_epoch000.png")
+            assert img.size == (side, side), (run, name, img.size)
+    # c1 rows differ (the code changes the image) while each c2 column sweeps one code
+    c1 = np.asarray(Image.open(tmp_path / "info" / "samples" / "c1_last.png")).astype(float)
+    assert np.abs(c1[2:30] - c1[32:60]).mean() > 0
+
+
+def test_conditional_model_refuses_unlabelled_data(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(20):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (28, 28), dtype=np.uint8)).save(
+            folder / f"{i}.png"
+        )
+    overrides = ["model=cgan", "data=image_folder", f"data.path={folder}", "data.shape=[1,28,28]", *TINY]
+    with pytest.raises(ConfigError, match="needs labelled data"):
+        run_train(overrides, tmp_path / "run")
+
+
+def test_best_mapping_accuracy_matches_hand_computation():
+    confusion = np.array([[0, 9, 1], [8, 0, 2], [1, 1, 8]])  # codes permute the labels
+    assert best_mapping_accuracy(confusion) == pytest.approx((9 + 8 + 8) / 30)
+    assert best_mapping_accuracy(np.eye(4) * 5) == 1.0
+
+
+def test_class_consistency_reads_real_images_as_their_labels(tmp_path):
+    from src.data.mnist5k import EmbeddedMNIST
+    from src.metrics.classifier import load_or_train
+
+    dm = EmbeddedMNIST()
+    net, test_acc = load_or_train(dm, CACHE / "classifiers", epochs=6, batch_size=128, lr=1e-3, seed=0)
+    assert test_acc > 0.95
+    x, y = dm.data["val"]
+    x = x.float() / 127.5 - 1
+    right, wrong = ClassConsistency(net, test_acc), ClassConsistency(net, test_acc)
+    right.update(fake=x, latent={"y": y})
+    wrong.update(fake=x, latent={"y": (y + 1) % 10})
+    assert right.compute()["class_consistency"] == pytest.approx(test_acc, abs=1e-6)
+    assert wrong.compute()["class_consistency"] < 0.05
+
+
+def test_evaluation_metrics_are_logged_and_monitored(tmp_path):
+    overrides = ["model=infogan", "trainer.max_steps=2", "data.batch_size=16", "trainer.limit_val_batches=3"]
+    metrics, objects = run_train(overrides, tmp_path)
+    assert 0 <= metrics["val/c1_acc"] <= 1 and 0 <= metrics["val/c1_sample_acc"] <= 1
+    assert objects["trainer"].checkpoint_callback.monitor == "val/c1_acc"
+    assert list(tmp_path.glob("checkpoints/best_*.ckpt"))
+    with pytest.raises(ConfigError, match="class_consistency do\\(es\\) not apply.*available: c1_acc"):
+        run_train([*overrides, "eval.metrics=[class_consistency]"], tmp_path / "bad")
