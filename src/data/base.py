@@ -120,8 +120,11 @@ class GANDataModule(L.LightningDataModule):
         """{"train": (x, y), "val": (x, y)}: uint8 images (N, C, H, W) or float vectors; y = -1 if unlabelled."""
         raise NotImplementedError
 
-    def evaluation_metrics(self) -> dict[str, Any]:
-        """Metrics that apply to this data set whatever the model (mode coverage for mixtures)."""
+    def evaluation_metrics(self, evaluator: Any = None) -> dict[str, Any]:
+        """Metric factories that apply to this data set whatever the model (mode coverage for mixtures).
+
+        `evaluator()` returns (domain classifier, its held-out accuracy), trained on first use.
+        """
         return {}
 
     # --- Lightning -----------------------------------------------------------------------------------

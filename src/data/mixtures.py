@@ -31,10 +31,10 @@ class GaussianMixture(GANDataModule):
         g = torch.Generator().manual_seed(self.seed)
         return {"train": self.sample(self.n_train, g), "val": self.sample(self.n_val, g)}
 
-    def evaluation_metrics(self) -> dict:
+    def evaluation_metrics(self, evaluator=None) -> dict:
         from src.metrics.modes import ModeCoverage
 
-        return {"modes": ModeCoverage(self.means, self.std)}
+        return {"modes": lambda: ModeCoverage(self.means, self.std)}
 
 
 class Ring(GaussianMixture):

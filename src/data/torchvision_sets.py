@@ -9,9 +9,7 @@ the data set, the folder, the files expected and what to do. Every network opera
 from __future__ import annotations
 
 import os
-import socket
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +19,10 @@ from torch import Tensor
 
 from src.data.base import GANDataModule
 from src.data.disk import Files, ImageFilesModule
+from src.utils.network import network_timeout
 from src.errors import DataError, DataNotFoundError
 
 NETWORK_TIMEOUT_S = 10.0
-
-
-@contextmanager
-def network_timeout(seconds: float) -> Iterator[None]:
-    """Bound every socket operation (connect, each read): torchvision's downloads set no timeout."""
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(old)
 
 
 class TorchvisionFiles:

@@ -19,7 +19,8 @@ class _Evaluator:
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        if next(self.net.parameters()).device != x.device:
+        param = next(self.net.parameters(), None)
+        if param is not None and param.device != x.device:
             self.net.to(x.device)
         return self.net(to_input(x)).argmax(1)
 
@@ -90,4 +91,6 @@ class CodeAccuracy(Metric):
 
     def compute(self) -> dict[str, Tensor]:
         acc = torch.tensor(best_mapping_accuracy(self.confusion.cpu().numpy()))
-        return {"c1_acc" if self.source == "q" else "c1_sample_acc": acc}
+        if self.source == "q":
+            return {"c1_acc": acc}
+        return {"c1_sample_acc": acc, "evaluator_acc": torch.tensor(self.evaluator.test_acc)}

@@ -39,8 +39,8 @@ class CGAN(GANModule):
             labels = torch.randint(self.num_classes, (n,), device=device, generator=generator)
         return {"z": z, "y": labels.to(self.device)}
 
-    def generate(self, latent: dict[str, Tensor]) -> Tensor:
-        return self.generator(latent["z"], latent["y"])
+    def run_generator(self, net: torch.nn.Module, latent: dict[str, Tensor]) -> Tensor:
+        return net(latent["z"], latent["y"])
 
     def discriminate(self, x: Tensor, labels: Tensor | None = None) -> DOut:
         return DOut(self.discriminator(x, labels))

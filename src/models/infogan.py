@@ -55,8 +55,8 @@ class InfoGAN(GANModule):
         z = self.sample_noise(n, self.latent_dim, generator)
         return {"z": z, "c_cat": c_cat.to(self.device), "c_cont": c_cont.to(self.device)}
 
-    def generate(self, latent: dict[str, Tensor]) -> Tensor:
-        return self.generator(latent["z"], latent["c_cat"], latent["c_cont"])
+    def run_generator(self, net: torch.nn.Module, latent: dict[str, Tensor]) -> Tensor:
+        return net(latent["z"], latent["c_cat"], latent["c_cont"])
 
     def discriminate(self, x: Tensor, labels: Tensor | None = None) -> DOut:
         adv, aux = self.discriminator(x)

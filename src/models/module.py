@@ -11,6 +11,7 @@ every `trainer.log_every_n_steps` G steps, `trainer.max_steps` as G steps) uses 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -43,6 +44,8 @@ class GANModule(L.LightningModule):
         pack: int = 1,
         aux_terms: Mapping[str, AuxTerm] | None = None,
         lr_schedule: Mapping[str, Any] | None = None,
+        ema_decay: float | None = None,
+        ema_start: int = 0,
     ):
         super().__init__()
         if n_critic < 1:
@@ -65,7 +68,14 @@ class GANModule(L.LightningModule):
             build_optimizer([nn.Parameter(torch.zeros(1))], **options)
         lr_factor({**self.lr_schedule, "total_steps": 1}, 0)  # the step count may come from the Trainer
         self.latent_dim, self.n_critic, self.z_dist, self.pack = latent_dim, n_critic, z_dist, pack
-        self.metrics = nn.ModuleDict()  # evaluation metrics, updated in validation_step
+        if ema_decay is not None and not 0 < ema_decay < 1:
+            raise ValueError(f"model.ema_decay must be in (0, 1) or null, got {ema_decay}")
+        # An exponential moving average of G alone, used for samples and evaluation when enabled.
+        self.ema_decay, self.ema_start = ema_decay, ema_start
+        self.ema_generator = copy.deepcopy(generator).requires_grad_(False) if ema_decay else None
+        # Evaluation metrics, updated in validation_step. A plain dict, not submodules: feature
+        # extractors (Inception, the domain classifier) stay out of the checkpoints.
+        self.metrics: dict[str, Any] = {}
         self.d_step = 0
         self.g_step = 0
         self.run_config: dict | None = None  # the composed Hydra config, stored in checkpoints
@@ -79,8 +89,17 @@ class GANModule(L.LightningModule):
         """Everything G needs for n samples. `labels` are the real batch's labels, if any."""
         return {"z": self.sample_noise(n, self.latent_dim, generator)}
 
+    def run_generator(self, net: nn.Module, latent: dict[str, Tensor]) -> Tensor:
+        """Call a generator network (the trained one or its EMA) on a latent dict."""
+        return net(latent["z"])
+
     def generate(self, latent: dict[str, Tensor]) -> Tensor:
-        return self.generator(latent["z"])
+        return self.run_generator(self.generator, latent)
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator used for samples and evaluation: the EMA copy when enabled."""
+        return self.ema_generator if self.ema_generator is not None else self.generator
 
     def discriminate(self, x: Tensor, labels: Tensor | None = None) -> DOut:
         return DOut(self.discriminator(x))
@@ -111,12 +130,25 @@ class GANModule(L.LightningModule):
 
     @torch.no_grad()
     def generate_eval(self, latent: dict[str, Tensor]) -> Tensor:
-        was_training = self.generator.training
-        self.generator.eval()
+        net = self.sampler
+        was_training = net.training
+        net.eval()
         try:
-            return self.split_extras(self.generate(latent))[0]
+            return self.split_extras(self.run_generator(net, latent))[0]
         finally:
-            self.generator.train(was_training)
+            net.train(was_training)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        if self.ema_generator is None:
+            return
+        ema_params, params = list(self.ema_generator.parameters()), list(self.generator.parameters())
+        if self.g_step <= self.ema_start:
+            torch._foreach_copy_(ema_params, params)
+        else:
+            torch._foreach_lerp_(ema_params, params, 1.0 - self.ema_decay)
+        for ema_buf, buf in zip(self.ema_generator.buffers(), self.generator.buffers()):
+            ema_buf.copy_(buf)
 
     def figures(self, n: int, generator: torch.Generator | None = None) -> dict[str, np.ndarray]:
         """Named uint8 images for the sample callback and `src.sample`; variants add their own."""
@@ -156,6 +188,7 @@ class GANModule(L.LightningModule):
             with self.toggled_optimizer(opt_g):
                 self.generator_step(opt_g, real, labels, log=logs_next_g)
             self.g_step += 1
+            self.update_ema()
             for scheduler in self.lr_schedulers() or []:
                 scheduler.step()
             if logs_next_g:
@@ -275,6 +308,10 @@ class GANModule(L.LightningModule):
         real labels, for conditional models) and the latent they came from. Metrics take what they need."""
         latent = self.sample_latent(real.shape[0], labels)
         return {"real": real, "fake": self.generate_eval(latent), "labels": labels, "latent": latent}
+
+    def on_validation_epoch_start(self) -> None:
+        for metric in self.metrics.values():
+            metric.to(self.device)
 
     def on_validation_epoch_end(self) -> None:
         if not self.metrics:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from src.models.networks.layers import (
+    MinibatchStd,
     activation,
     check_norm,
     init_weights,
@@ -97,9 +98,11 @@ class DCGANDiscriminator(nn.Module):
         pack: int = 1,
         in_extra: int = 0,
         fc_dim: int | None = None,
+        mbstd: int = 0,
         init_std: float | None = 0.02,
     ):
-        """`fc_dim`: a fully connected hidden layer after the convolutions (InfoGAN's FC 1024)."""
+        """`fc_dim`: a fully connected hidden layer after the convolutions (InfoGAN's FC 1024).
+        `mbstd`: minibatch standard deviation over groups of that many samples (0: off)."""
         super().__init__()
         check_norm(norm, "DCGANDiscriminator")
         if pack < 1:
@@ -117,6 +120,9 @@ class DCGANDiscriminator(nn.Module):
             layers += [weight_layer(nn.Linear(self.feature_dim, fc_dim), norm), norm_layer(norm, fc_dim, 1)]
             layers.append(activation(act))
             self.feature_dim = fc_dim
+        if mbstd:
+            layers.append(MinibatchStd(mbstd))
+            self.feature_dim += 1
         self.trunk = nn.Sequential(*layers)
         self.head = weight_layer(nn.Linear(self.feature_dim, 1), norm)
         if init_std:

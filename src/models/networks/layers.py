@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -41,6 +42,26 @@ def pack_input(x: Tensor, pack: int) -> Tensor:
     if x.shape[0] % pack:
         raise ValueError(f"batch of {x.shape[0]} is not divisible by model.pack={pack}")
     return x.reshape(x.shape[0] // pack, pack * x.shape[1], *x.shape[2:])
+
+
+class MinibatchStd(nn.Module):
+    """Appends the mean standard deviation of the features over groups of `group` samples (ProGAN).
+
+    A discriminator that sees batch statistics can tell a collapsed (low-variety) batch from a real
+    one. Works on flat features (B, F) -> (B, F + 1).
+    """
+
+    def __init__(self, group: int = 4):
+        super().__init__()
+        self.group = group
+
+    def forward(self, h: Tensor) -> Tensor:
+        b = h.shape[0]
+        g = min(self.group, b)
+        if b % g:
+            g = 1 if b % 2 else 2
+        std = h.reshape(g, b // g, -1).float().var(0, unbiased=False).add(1e-8).sqrt().mean(1)  # (b // g,)
+        return torch.cat([h, std.to(h.dtype).repeat(g)[:, None]], 1)
 
 
 def activation(name: str) -> nn.Module:

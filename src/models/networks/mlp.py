@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from src.models.networks.layers import (
+    MinibatchStd,
     activation,
     check_norm,
     init_weights,
@@ -61,6 +62,7 @@ class MLPDiscriminator(nn.Module):
         dropout: float = 0.0,
         pack: int = 1,
         in_extra: int = 0,
+        mbstd: int = 0,
         init_std: float | None = 0.02,
     ):
         super().__init__()
@@ -81,6 +83,9 @@ class MLPDiscriminator(nn.Module):
             if dropout:
                 layers.append(nn.Dropout(dropout))
             width = h
+        if mbstd:  # minibatch standard deviation over groups of `mbstd` samples
+            layers.append(MinibatchStd(mbstd))
+            width += 1
         self.trunk = nn.Sequential(nn.Flatten(), *layers)
         self.feature_dim = width
         self.head = weight_layer(nn.Linear(width, 1), norm)
@@ -105,6 +110,7 @@ class MaxoutDiscriminator(MLPDiscriminator):
         pack: int = 1,
         in_extra: int = 0,
         norm: str = "none",
+        mbstd: int = 0,
         init_std: float | None = 0.02,
     ):
         super().__init__(shape, hidden=(), norm=norm, pack=pack, in_extra=in_extra, init_std=None)
@@ -112,6 +118,9 @@ class MaxoutDiscriminator(MLPDiscriminator):
         for h in hidden:
             layers.append(Maxout(width, h, pieces))
             width = h
+        if mbstd:
+            layers.append(MinibatchStd(mbstd))
+            width += 1
         self.trunk = nn.Sequential(nn.Flatten(), *layers)
         self.feature_dim = width
         self.head = weight_layer(nn.Linear(width, 1), norm)
