@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -52,7 +51,9 @@ def run(overrides: list[str], out: Path) -> tuple[dict, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--steps", type=int, default=None, help="G steps (default: each model's setting)")
     parser.add_argument("--seed", type=int, default=42)
@@ -60,19 +61,34 @@ def main() -> None:
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every model")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="gan-zoo-bench-"))
-    common = ["extras.print_config=false", "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar"]
-    common += [f"seed={args.seed}", "trainer.check_val_every_n_epoch=null", "trainer.val_check_interval=1000000"]
+    common = [
+        "extras.print_config=false",
+        "trainer.enable_progress_bar=false",
+        "~callbacks.rich_progress_bar",
+    ]
+    common += [
+        f"seed={args.seed}",
+        "trainer.check_val_every_n_epoch=null",
+        "trainer.val_check_interval=1000000",
+    ]
     rows = []
     for name in args.models:
         overrides = SETTINGS[name] + common + ([f"trainer.max_steps={args.steps}"] if args.steps else [])
         metrics, wall = run(overrides + args.override, out / name)
         rows.append((name, metrics, wall))
-        print(f"[{name}] done in {wall:.0f} s: {HEADLINE[name]} = {metrics.get(HEADLINE[name], float('nan')):.4f}")
+        print(
+            f"[{name}] done in {wall:.0f} s: {HEADLINE[name]} = {metrics.get(HEADLINE[name], float('nan')):.4f}"
+        )
     print(f"\nRun folders (figures in <run>/samples): {out}\n")
-    print("| model | G steps | class consistency | c1 accuracy (Q, real) | c1 accuracy (samples) | evaluator acc | time |")
+    print(
+        "| model | G steps | class consistency | c1 accuracy (Q, real) | c1 accuracy (samples) | evaluator acc | time |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, m, wall in rows:
-        cells = [m.get(k) for k in ("val/class_consistency", "val/c1_acc", "val/c1_sample_acc", "val/evaluator_acc")]
+        cells = [
+            m.get(k)
+            for k in ("val/class_consistency", "val/c1_acc", "val/c1_sample_acc", "val/evaluator_acc")
+        ]
         fmt = ["–" if v is None else f"{100 * v:.1f}%" for v in cells]
         print(f"| {name} | {int(m['train/g_step'])} | {' | '.join(fmt)} | {wall / 60:.1f} min |")
 

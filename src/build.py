@@ -13,8 +13,10 @@ from typing import Any
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from src.callbacks.safety import AtomicCheckpointIO
 from src.callbacks.step_limit import GeneratorStepLimit
 from src.errors import ConfigError
 from src.metrics import build_metrics
@@ -69,7 +71,7 @@ def build_callbacks(cfg: DictConfig, model: L.LightningModule | None = None) -> 
             node.monitor = monitor
             node.mode = mode if node.get("mode") == "auto" else node.mode
             if monitor is None:
-                node.save_top_k = 0  # nothing to rank by: keep last.ckpt only
+                continue  # nothing to rank by: last.ckpt (LastCheckpoint) is the run's checkpoint
         elif name == "model_checkpoint" and node.get("mode") == "auto":
             node = node.copy()
             node.mode = "min"
@@ -110,4 +112,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list) -
         overrides["max_epochs"] = -1  # a step budget, when given, is what ends the run
         if not any(isinstance(c, GeneratorStepLimit) for c in callbacks):
             callbacks = [*callbacks, GeneratorStepLimit(max_steps)]
+    # Without a monitored metric there is no ModelCheckpoint; keep Lightning from adding its own.
+    overrides["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    if not cfg.trainer.get("plugins"):
+        overrides["plugins"] = [AtomicCheckpointIO()]
     return _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **overrides)

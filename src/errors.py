@@ -15,3 +15,11 @@ class DataError(GanZooError, ValueError):
 
 class DataNotFoundError(GanZooError, FileNotFoundError):
     """A data set's files are not where they were looked for, and could not be downloaded."""
+
+
+class NonFiniteError(GanZooError, FloatingPointError):
+    """A loss or gradient became NaN or infinite."""
+
+
+class CheckpointError(GanZooError):
+    """A checkpoint file that is missing, unreadable, foreign, or unsafe to load."""

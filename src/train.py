@@ -6,7 +6,9 @@ Trainer, and fits. Returns the value of `optimized_metric` for sweepers.
 
 from __future__ import annotations
 
+import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -15,8 +17,10 @@ import torch
 from omegaconf import DictConfig
 
 from src.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer
-from src.errors import GanZooError
+from src.errors import ConfigError, GanZooError
 from src.utils.run import apply_extras, exit_with_error, print_summary
+
+log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
@@ -33,7 +37,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     start = time.perf_counter()
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
     wall = time.perf_counter() - start
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -47,6 +51,24 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         "trainer": trainer,
         "wall_time": wall,
     }
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """`ckpt_path=auto`: the newest last.ckpt among this task's earlier runs (None: start fresh)."""
+    path = cfg.get("ckpt_path")
+    if path != "auto":
+        if path and not Path(path).is_file():
+            raise ConfigError(f"ckpt_path={path} does not exist")
+        return path
+    root = Path(cfg.paths.log_dir) / cfg.task_name
+    own = Path(cfg.paths.output_dir).resolve()
+    found = [p for p in root.glob("**/checkpoints/last.ckpt") if own not in p.resolve().parents]
+    if not found:
+        log.info("ckpt_path=auto: no earlier last.ckpt under %s; starting from scratch", root)
+        return None
+    newest = max(found, key=lambda p: p.stat().st_mtime)
+    log.info("ckpt_path=auto: resuming from %s", newest)
+    return str(newest)
 
 
 def finish_loggers(trainer: L.Trainer) -> None:

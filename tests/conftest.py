@@ -42,7 +42,8 @@ def make_cfg(overrides: list[str], tmp_path: Path, fast: bool = True) -> DictCon
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
-        cfg.paths.log_dir = str(tmp_path)
+        if not any(o.startswith("paths.log_dir=") for o in overrides):
+            cfg.paths.log_dir = str(tmp_path)
         cfg.paths.cache_dir = str(CACHE)
         del cfg["hydra"]
     return cfg

@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import CACHE, ROOT, run_train
 from torch import nn
 
-from conftest import CACHE, ROOT, run_train
 from src.data.mnist5k import EmbeddedMNIST
 from src.metrics.classifier import load_or_train
 from src.metrics.features import INCEPTION_FILE, DomainFeatures, InceptionFeatures, WeightsNotFoundError
@@ -103,7 +103,13 @@ def test_mode_metrics_by_hand():
 
 def test_stacked_mnist_data_and_modes(tmp_path):
     metrics, objects = run_train(
-        ["data=stacked_mnist", "data.n_train=2000", "data.n_val=300", "trainer.max_steps=2", "data.batch_size=16"],
+        [
+            "data=stacked_mnist",
+            "data.n_train=2000",
+            "data.n_val=300",
+            "trainer.max_steps=2",
+            "data.batch_size=16",
+        ],
         tmp_path,
     )
     dm = objects["datamodule"]
@@ -117,14 +123,22 @@ def test_stacked_mnist_data_and_modes(tmp_path):
 
 
 def test_image_metrics_run_in_training_and_pick_the_best_checkpoint(tmp_path):
-    metrics, objects = run_train(["trainer.max_steps=2", "data.batch_size=16", "trainer.limit_val_batches=4"], tmp_path)
+    metrics, objects = run_train(
+        ["trainer.max_steps=2", "data.batch_size=16", "trainer.limit_val_batches=4"], tmp_path
+    )
     for key in ("fid_domain", "kid_domain_mean", "is_domain_mean", "classes_covered", "class_kl"):
         assert math.isfinite(metrics[f"val/{key}"]), key
     assert objects["trainer"].checkpoint_callback.monitor == "val/fid_domain"
 
 
 def test_pack_minibatch_std_and_ema_train(tmp_path):
-    overrides = ["model=gan", "data=ring8", "model.pack=2", "model.discriminator.mbstd=4", "+model.ema_decay=0.9"]
+    overrides = [
+        "model=gan",
+        "data=ring8",
+        "model.pack=2",
+        "model.discriminator.mbstd=4",
+        "model.ema_decay=0.9",
+    ]
     _, objects = run_train([*overrides, "trainer.max_steps=5", "data.batch_size=16"], tmp_path)
     module = objects["model"]
     assert module.discriminator.trunk[0](torch.zeros(8, 4)).shape == (8, 4)  # packed: 2 samples x 2 coords
@@ -141,7 +155,9 @@ def test_ema_update_is_the_exponential_average():
     class G(nn.Linear):
         shape = (2,)
 
-    module = GANModule(G(2, 2), nn.Linear(2, 1), NonSaturating(), {"lr": 1e-3}, {"lr": 1e-3}, 2, ema_decay=0.5)
+    module = GANModule(
+        G(2, 2), nn.Linear(2, 1), NonSaturating(), {"lr": 1e-3}, {"lr": 1e-3}, 2, ema_decay=0.5
+    )
     before = module.ema_generator.weight.clone()
     with torch.no_grad():
         module.generator.weight.add_(1.0)
@@ -159,12 +175,19 @@ def test_minibatch_std_sees_the_batch_variety():
 
 def test_inception_without_weights_gives_the_clear_message(tmp_path):
     overrides = ["eval.feature_extractor=inception", "eval.inception_download=false", "trainer.max_steps=1"]
-    with pytest.raises(WeightsNotFoundError, match=f"{INCEPTION_FILE}.*put it at.*eval.feature_extractor=domain"):
+    with pytest.raises(
+        WeightsNotFoundError, match=f"{INCEPTION_FILE}.*put it at.*eval.feature_extractor=domain"
+    ):
         run_train(overrides, tmp_path)
     env = {**os.environ, "GAN_ZOO_CACHE": str(tmp_path / "nocache"), "TORCH_HOME": str(tmp_path / "torch")}
     args = [*overrides, f"paths.log_dir={tmp_path}", "extras.print_config=false"]
     out = subprocess.run(
-        [sys.executable, "-m", "src.train", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "src.train", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 2 and INCEPTION_FILE in out.stderr and "Traceback" not in out.stderr + out.stdout
 

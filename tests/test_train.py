@@ -172,7 +172,7 @@ def test_ddp_two_cpu_processes_keep_generators_identical(tmp_path):
     probe = tmp_path / "probe"
     args = ["trainer=ddp_cpu", "loss=wgan_gp", "trainer.max_steps=3", "data.batch_size=16"]
     args += ["extras.print_config=false", "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar"]
-    args += [f"paths.log_dir={tmp_path / 'logs'}", "+callbacks.probe._target_=ddp_probe.SaveRankWeights"]
+    args += [f"paths.log_dir={tmp_path / 'logs'}", "+callbacks.probe._target_=probes.SaveRankWeights"]
     args += [f"+callbacks.probe.dirpath={probe}"]
     env = {"PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     out = cli(args, env=env)

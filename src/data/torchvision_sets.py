@@ -19,8 +19,8 @@ from torch import Tensor
 
 from src.data.base import GANDataModule
 from src.data.disk import Files, ImageFilesModule
-from src.utils.network import network_timeout
 from src.errors import DataError, DataNotFoundError
+from src.utils.network import network_timeout
 
 NETWORK_TIMEOUT_S = 10.0
 

@@ -57,9 +57,12 @@ def build_metrics(eval_cfg, model, datamodule) -> dict:
             def features(output):
                 return InceptionFeatures(weights(), "2048" if output == "features" else "logits_unbiased")
         elif extractor == "domain":
-            tag, skipped = None, (
-                f"data={datamodule.name} has no labels to train the domain classifier on: FID/KID/IS need "
-                "eval.feature_extractor=inception"
+            tag, skipped = (
+                None,
+                (
+                    f"data={datamodule.name} has no labels to train the domain classifier on: FID/KID/IS need "
+                    "eval.feature_extractor=inception"
+                ),
             )
         else:
             raise ConfigError(f"eval.feature_extractor must be 'domain' or 'inception', got {extractor!r}")

@@ -38,7 +38,9 @@ def inception_weights(path: str | None, cache_dir: str | Path, download: bool, t
             return target
         except Exception as e:  # no network, a proxy, a partial file: all end in the same advice
             target.unlink(missing_ok=True)
-            problem = f"not found, and the download failed ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+            problem = (
+                f"not found, and the download failed ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+            )
     raise WeightsNotFoundError(
         f"eval.feature_extractor=inception needs the Inception-v3 weights file {INCEPTION_FILE} (91 MB): {problem}. "
         f"Looked in: {', '.join(str(c) for c in candidates)}. On a machine with internet download {INCEPTION_URL} "

@@ -18,7 +18,9 @@ class RealFake:
     Real features are recomputed at every evaluation (the reference set is the held-out split).
     """
 
-    def __init__(self, kind: str, extractor: nn.Module, tag: str, kid_subset: int = 1000, is_splits: int = 10):
+    def __init__(
+        self, kind: str, extractor: nn.Module, tag: str, kid_subset: int = 1000, is_splits: int = 10
+    ):
         self.kind, self.name = kind, f"{kind}_{tag}"
         self.kid_subset = kid_subset
         if kind == "fid":
@@ -88,7 +90,9 @@ class StackedModes(Metric):
     full_state_update = False
     monitor = ("stacked_modes", "max")
 
-    def __init__(self, classifier: nn.Module, test_acc: float, channels: int = 3, classes: int = 10, **kwargs):
+    def __init__(
+        self, classifier: nn.Module, test_acc: float, channels: int = 3, classes: int = 10, **kwargs
+    ):
         super().__init__(**kwargs)
         self.evaluator, self.channels, self.classes = _Evaluator(classifier, test_acc), channels, classes
         self.add_state("counts", torch.zeros(classes**channels, dtype=torch.long), dist_reduce_fx="sum")

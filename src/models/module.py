@@ -12,6 +12,7 @@ every `trainer.log_every_n_steps` G steps, `trainer.max_steps` as G steps) uses 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -23,11 +24,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from src.errors import ConfigError
+from src.errors import ConfigError, NonFiniteError
 from src.losses import AdversarialLoss
 from src.losses.auxiliary import AuxTerm, Context, DOut
 from src.models.optim import build_optimizer
 from src.utils.figures import image_grid
+from src.utils.run import last_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 class GANModule(L.LightningModule):
@@ -46,6 +50,7 @@ class GANModule(L.LightningModule):
         lr_schedule: Mapping[str, Any] | None = None,
         ema_decay: float | None = None,
         ema_start: int = 0,
+        on_nonfinite: str = "stop",
     ):
         super().__init__()
         if n_critic < 1:
@@ -68,6 +73,9 @@ class GANModule(L.LightningModule):
             build_optimizer([nn.Parameter(torch.zeros(1))], **options)
         lr_factor({**self.lr_schedule, "total_steps": 1}, 0)  # the step count may come from the Trainer
         self.latent_dim, self.n_critic, self.z_dist, self.pack = latent_dim, n_critic, z_dist, pack
+        if on_nonfinite not in ("stop", "skip", "off"):
+            raise ValueError(f"model.on_nonfinite must be stop, skip or off, got {on_nonfinite!r}")
+        self.on_nonfinite, self.skipped = on_nonfinite, {"d": 0, "g": 0}
         if ema_decay is not None and not 0 < ema_decay < 1:
             raise ValueError(f"model.ema_decay must be in (0, 1) or null, got {ema_decay}")
         # An exponential moving average of G alone, used for samples and evaluation when enabled.
@@ -209,18 +217,12 @@ class GANModule(L.LightningModule):
         )
         for name, term in self.aux_terms.items():
             terms.update({f"{name}_{k}": v for k, v in term.d_terms(ctx).items()})
-        total = sum(terms.values())
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(total)
         if log:
             self._pending.update(self.d_stats(d_real.adv.detach(), d_fake.adv.detach()))
             for name, term in self.aux_terms.items():
                 self._pending.update({f"train/{name}_{k}": v.detach() for k, v in term.stats(ctx).items()})
-            self._pending["train/d_grad_norm"] = self.grad_norm(self.discriminator)
-            self._pending.update({f"train/d_{k}": v.detach() for k, v in terms.items()})
-            self._pending["train/d_loss"] = total.detach()
-        opt.step()
-        self.loss.after_d_step(self.critic)
+        if self.optimize(opt, "d", terms, self.discriminator, log):
+            self.loss.after_d_step(self.critic)
 
     def generator_step(self, opt: Any, real: Tensor, labels: Tensor | None, log: bool) -> None:
         latent = self.sample_latent(real.shape[0], labels)
@@ -230,14 +232,50 @@ class GANModule(L.LightningModule):
         terms = {"adv": self.loss.g_loss(d_fake.adv)}
         for name, term in self.aux_terms.items():
             terms.update({f"{name}_{k}": v for k, v in term.g_terms(ctx).items()})
+        self.optimize(opt, "g", terms, self.generator, log)
+
+    def optimize(self, opt: Any, phase: str, terms: dict[str, Tensor], net: nn.Module, log: bool) -> bool:
+        """Backward the sum of the terms and step, unless a loss or gradient is not finite."""
         total = sum(terms.values())
         opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
         if log:
-            self._pending["train/g_grad_norm"] = self.grad_norm(self.generator)
-            self._pending.update({f"train/g_{k}": v.detach() for k, v in terms.items()})
-            self._pending["train/g_loss"] = total.detach()
+            self._pending[f"train/{phase}_grad_norm"] = self.grad_norm(net)
+            self._pending.update({f"train/{phase}_{k}": v.detach() for k, v in terms.items()})
+            self._pending[f"train/{phase}_loss"] = total.detach()
+        if self.on_nonfinite != "off" and not self.is_finite(total, net):
+            self.nonfinite(phase, terms, opt)
+            return False
         opt.step()
+        return True
+
+    def is_finite(self, total: Tensor, net: nn.Module) -> bool:
+        ok = torch.isfinite(total.detach())
+        if self.grad_scale() == 1.0:  # under fp16 loss scaling, inf gradients are the scaler's to skip
+            grads = [p.grad for p in net.parameters() if p.grad is not None]
+            if grads:
+                ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+        return bool(ok)
+
+    def nonfinite(self, phase: str, terms: dict[str, Tensor], opt: Any) -> None:
+        bad = [k for k, v in terms.items() if not torch.isfinite(v.detach()).all()] or ["gradients"]
+        where = f"G step {self.g_step}, D step {self.d_step}, {'discriminator' if phase == 'd' else 'generator'} phase"
+        if self.on_nonfinite == "skip":
+            opt.zero_grad(set_to_none=True)
+            self.skipped[phase] += 1
+            log.warning(
+                "skipped a step with non-finite %s (%s); %d skipped so far",
+                ", ".join(bad),
+                where,
+                sum(self.skipped.values()),
+            )
+            return
+        ckpt = last_checkpoint(self.trainer) if self._trainer else ""
+        raise NonFiniteError(
+            f"non-finite {', '.join(bad)} at {where} (term names: {', '.join(terms)}); training stopped. "
+            f"Last good checkpoint: {ckpt or 'none written yet'}. Lower the learning rate, check the data, "
+            "or set model.on_nonfinite=skip to skip such steps and count them."
+        )
 
     @staticmethod
     def split_extras(out: Tensor | tuple[Tensor, dict[str, Tensor]]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -287,6 +325,8 @@ class GANModule(L.LightningModule):
         )
         scalars = dict(zip(keys, values.cpu().tolist()))
         scalars.update({"train/d_step": float(self.d_step), "train/g_step": float(self.g_step)})
+        if any(self.skipped.values()):
+            scalars.update({f"train/skipped_{k}": float(v) for k, v in self.skipped.items()})
         self.last_logged.update(scalars)
         for logger in self.loggers:
             logger.log_metrics(scalars, step=self.g_step)
@@ -352,11 +392,32 @@ class GANModule(L.LightningModule):
         return total
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["gan_zoo"] = {"d_step": self.d_step, "g_step": self.g_step, "config": self.run_config}
+        checkpoint["gan_zoo"] = {
+            "d_step": self.d_step,
+            "g_step": self.g_step,
+            "skipped": dict(self.skipped),
+            "config": self.run_config,
+            # RNG state, so that a resumed run draws the same noise as an uninterrupted one.
+            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all()},
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("gan_zoo", {})
         self.d_step, self.g_step = state.get("d_step", 0), state.get("g_step", 0)
+        self.skipped = dict(state.get("skipped", {"d": 0, "g": 0}))
+        self._rng_to_restore = state.get("rng")
+
+    def on_train_start(self) -> None:
+        # Restored here, after anything between loading and training (sanity checks) used the RNG.
+        rng, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if (
+                rng.get("cuda")
+                and torch.cuda.is_available()
+                and len(rng["cuda"]) == torch.cuda.device_count()
+            ):
+                torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def lr_factor(schedule: Mapping[str, Any], g_step: int) -> float:

@@ -46,6 +46,12 @@ def print_config_tree(
             rich.print(tree, file=f)
 
 
+def last_checkpoint(trainer: L.Trainer) -> str:
+    """Where the run's resumable last.ckpt is ('' if none was written)."""
+    paths = [getattr(cb, "last_model_path", "") for cb in trainer.callbacks]
+    return next((p for p in paths if p and p.endswith("last.ckpt")), "")
+
+
 @rank_zero_only
 def print_summary(trainer: L.Trainer, model: L.LightningModule, output_dir: str, wall_time: float) -> None:
     """Where everything went, and the headline numbers of the run."""
@@ -55,17 +61,17 @@ def print_summary(trainer: L.Trainer, model: L.LightningModule, output_dir: str,
     table.add_row("output dir", str(output_dir))
     table.add_row("wall time", f"{wall_time:.1f} s")
     table.add_row("steps", f"D {model.d_step}, G {model.g_step}, epochs {trainer.current_epoch}")
+    last = last_checkpoint(trainer)
+    if last:
+        table.add_row("last checkpoint", last)
     ckpt = trainer.checkpoint_callback
-    if ckpt is not None:
-        if ckpt.last_model_path:
-            table.add_row("last checkpoint", ckpt.last_model_path)
-        if ckpt.best_model_path and ckpt.monitor:
-            score = (
-                f" ({ckpt.monitor} = {float(ckpt.best_model_score):.4g})"
-                if ckpt.best_model_score is not None
-                else ""
-            )
-            table.add_row("best checkpoint", ckpt.best_model_path + score)
+    if ckpt is not None and ckpt.best_model_path and ckpt.monitor:
+        score = (
+            f" ({ckpt.monitor} = {float(ckpt.best_model_score):.4g})"
+            if ckpt.best_model_score is not None
+            else ""
+        )
+        table.add_row("best checkpoint", ckpt.best_model_path + score)
     for cb in trainer.callbacks:
         written = getattr(cb, "written", None)
         if written:

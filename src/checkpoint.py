@@ -1,0 +1,117 @@
+"""Loading gan-zoo checkpoints safely: `torch.load(weights_only=True)` only, never arbitrary unpickling.
+
+Every way a file can be wrong (missing, a folder, truncated, not ours, needing unsafe unpickling)
+becomes one `CheckpointError` that names the file.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from src.build import build_model
+from src.errors import CheckpointError, GanZooError
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
+PICKLE_MAGIC = b"\x80"  # the legacy format starts with a pickle protocol >= 2 header
+
+
+def resolve(path: str | Path) -> Path:
+    """The checkpoint file for `path`: the file itself, or `<run dir>/checkpoints/last.ckpt`."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        last = p / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            return last
+        hint = suggest(p)
+        raise CheckpointError(
+            f"{p} is a directory without checkpoints/last.ckpt; "
+            + (f"did you mean ckpt={hint}?" if hint else "give a .ckpt file or a run folder")
+        )
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    return p
+
+
+def suggest(folder: Path) -> Path | None:
+    """The newest checkpoint in `folder` or in run folders up to three levels below it."""
+    patterns = ["*.ckpt"] + [f"{'*/' * depth}checkpoints/last.ckpt" for depth in (1, 2, 3)]
+    for pattern in patterns:
+        found = [f for f in folder.glob(pattern) if f.is_file()]
+        if found:
+            return max(found, key=lambda f: f.stat().st_mtime)
+    return None
+
+
+def load_checkpoint(path: str | Path) -> tuple[DictConfig, dict[str, Any], dict[str, Any]]:
+    """(the run's config, the model's state_dict, info: path, d_step, g_step, epoch) of a checkpoint."""
+    file = resolve(path)
+    unreadable = f"{file} is not a readable checkpoint (truncated or corrupt?)"
+    foreign = f"{file} is not a gan-zoo checkpoint"
+    try:
+        with open(file, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {file}: {e.strerror}") from None
+    if not head:
+        raise CheckpointError(f"{unreadable}: the file is empty")
+    if head.startswith(ZIP_MAGIC):
+        if zipfile.is_zipfile(file) and not has_pickle(file):
+            raise CheckpointError(f"{foreign} (a zip archive, not a PyTorch file)")
+    elif not head.startswith(PICKLE_MAGIC):
+        raise CheckpointError(f"{foreign} (not a PyTorch file)")
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
+        if found:
+            raise CheckpointError(
+                f"{file} needs unsafe unpickling (it stores the Python object {found.group(1)}); "
+                "gan-zoo loads checkpoints with weights_only=True only and will not run code from a file"
+            ) from None
+        raise CheckpointError(unreadable) from None
+    except (RuntimeError, EOFError, ValueError, OSError):
+        raise CheckpointError(unreadable) from None
+    state = ckpt.get("gan_zoo") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict) or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{foreign} (no gan_zoo config; `python -m src.train` writes checkpoints with one)"
+        )
+    info = {
+        "path": file,
+        "d_step": state.get("d_step"),
+        "g_step": state.get("g_step"),
+        "epoch": ckpt.get("epoch"),
+    }
+    return OmegaConf.create(state["config"]), ckpt["state_dict"], info
+
+
+def has_pickle(file: Path) -> bool:
+    with zipfile.ZipFile(file) as z:
+        return any(name.endswith("/data.pkl") for name in z.namelist())
+
+
+def build_from_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, DictConfig, dict[str, Any]]:
+    """The trained model of a checkpoint, on `device`, in eval mode."""
+    cfg, state, info = load_checkpoint(path)
+    try:
+        model = build_model(cfg)
+    except GanZooError as e:
+        raise CheckpointError(f"{info['path']}: its stored config no longer builds a model: {e}") from e
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise CheckpointError(
+            f"{info['path']}: its weights do not fit the model its config builds: {detail}"
+        ) from None
+    model.d_step, model.g_step = info["d_step"] or 0, info["g_step"] or 0
+    return model.to(device).eval(), cfg, info

@@ -1,0 +1,46 @@
+"""Callbacks the tests plug into real runs with `+callbacks.<name>._target_=probes.<Class>`."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import lightning as L
+import torch
+
+
+class SaveRankWeights(L.Callback):
+    """DDP test: each rank writes its generator weights at the end of fit."""
+
+    def __init__(self, dirpath: str):
+        self.dirpath = Path(dirpath)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in pl_module.generator.state_dict().items()}
+        steps = {"g_step": pl_module.g_step, "d_step": pl_module.d_step, "world_size": trainer.world_size}
+        torch.save({"state": state, "steps": steps}, self.dirpath / f"rank{trainer.global_rank}.pt")
+
+
+class Poison(L.Callback):
+    """Fills the real batch with NaN at one D step: the non-finite guard must catch it."""
+
+    def __init__(self, at_d_step: int):
+        self.at_d_step = at_d_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if pl_module.d_step == self.at_d_step:
+            batch[0].fill_(float("nan"))
+
+
+class SelfSignal(L.Callback):
+    """Sends this process a signal once the generator reaches a step (a preemption)."""
+
+    def __init__(self, at_g_step: int, signum: int = int(signal.SIGTERM)):
+        self.at_g_step, self.signum, self.sent = at_g_step, signum, False
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        if pl_module.g_step >= self.at_g_step and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
