@@ -17,15 +17,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from src.train import train  # noqa: E402
+from src.utils.compose import compose_config  # noqa: E402
 
 SETTINGS = {
     "cgan": ["model=cgan"],
@@ -36,16 +32,7 @@ HEADLINE = {"cgan": "val/class_consistency", "acgan": "val/class_consistency", "
 
 
 def run(overrides: list[str], out: Path) -> tuple[dict, float]:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(out)
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-        del cfg["hydra"]
+    cfg = compose_config(overrides, out)
     metrics, objects = train(cfg)
     return metrics, objects["wall_time"]
 

@@ -14,7 +14,7 @@ import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.callbacks.safety import AtomicCheckpointIO
 from src.callbacks.step_limit import GeneratorStepLimit
@@ -89,7 +89,8 @@ def wandb_offline_by_default() -> None:
     os.environ["WANDB_MODE"] = "offline"
 
 
-def build_loggers(cfg: DictConfig) -> list:
+def build_loggers(cfg: DictConfig, resume_wandb_id: str | None = None) -> list:
+    """The configured loggers; `resume_wandb_id` continues that W&B run (a resumed training)."""
     loggers = []
     for name, node in (cfg.get("logger") or {}).items():
         if not isinstance(node, DictConfig) or "_target_" not in node:
@@ -99,6 +100,9 @@ def build_loggers(cfg: DictConfig) -> list:
             node = node.copy()
             if node.get("offline") is None:
                 node.offline = os.environ.get("WANDB_MODE") in ("offline", "dryrun")
+            if resume_wandb_id and not node.get("id"):
+                with open_dict(node):
+                    node.id, node.resume = resume_wandb_id, "allow"
             Path(node.save_dir).mkdir(parents=True, exist_ok=True)
         loggers.append(_instantiate(node, f"logger.{name}"))
     return loggers

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from src.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer
 from src.errors import ConfigError, GanZooError
+from src.utils.perf import apply_perf
 from src.utils.run import apply_extras, exit_with_error, print_summary
 
 log = logging.getLogger(__name__)
@@ -26,24 +27,27 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-    torch.set_float32_matmul_precision("high")
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
+    done = apply_perf(cfg.get("perf"), model)
+    if done:
+        log.info("perf: %s", ", ".join(done))
     callbacks = build_callbacks(cfg, model)
-    loggers = build_loggers(cfg)
+    ckpt_path = resolve_ckpt_path(cfg) if cfg.get("train", True) else None
+    loggers = build_loggers(cfg, resume_wandb_id=stored_wandb_id(ckpt_path))
     trainer = build_trainer(cfg, callbacks, loggers)
     for logger in trainer.loggers:
         logger.log_hyperparams(model.run_config)
 
     start = time.perf_counter()
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     wall = time.perf_counter() - start
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(model.last_logged)
     print_summary(trainer, model, cfg.paths.output_dir, wall)
-    finish_loggers(trainer)
+    finish_loggers(trainer, metrics)
     return metrics, {
         "cfg": cfg,
         "datamodule": datamodule,
@@ -71,12 +75,25 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return str(newest)
 
 
-def finish_loggers(trainer: L.Trainer) -> None:
-    """Close W&B runs so each job of a multirun is its own run."""
+def stored_wandb_id(ckpt_path: str | None) -> str | None:
+    """The W&B run a checkpoint was logging to, so that resuming continues that run."""
+    if not ckpt_path:
+        return None
+    try:
+        return torch.load(ckpt_path, map_location="cpu", weights_only=True).get("gan_zoo", {}).get("wandb_id")
+    except Exception:  # an unreadable checkpoint is reported by the Trainer when it loads it
+        return None
+
+
+def finish_loggers(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    """W&B: the final metric table, then close the run so each job of a multirun is its own run."""
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger":
             import wandb
 
+            rows = [[k, v] for k, v in sorted(metrics.items()) if k.startswith("val/")]
+            if rows and trainer.is_global_zero:
+                logger.log_table(key="metrics", columns=["metric", "value"], data=rows)
             if wandb.run is not None:
                 wandb.finish()
 

@@ -7,10 +7,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+
+from src.utils.compose import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -33,19 +32,11 @@ FAST = [
 
 def make_cfg(overrides: list[str], tmp_path: Path, fast: bool = True) -> DictConfig:
     """Compose conf/train.yaml with `overrides`, outputs under tmp_path."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=(FAST if fast else []) + list(overrides), return_hydra_config=True)
+    cfg = compose_config((FAST if fast else []) + list(overrides), tmp_path)
     with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(tmp_path)
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
         if not any(o.startswith("paths.log_dir=") for o in overrides):
             cfg.paths.log_dir = str(tmp_path)
         cfg.paths.cache_dir = str(CACHE)
-        del cfg["hydra"]
     return cfg
 
 

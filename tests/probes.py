@@ -44,3 +44,18 @@ class SelfSignal(L.Callback):
         if pl_module.g_step >= self.at_g_step and not self.sent:
             self.sent = True
             os.kill(os.getpid(), self.signum)
+
+
+class MemoryProbe(L.Callback):
+    """Records the process's resident memory (MiB) at chosen generator steps."""
+
+    def __init__(self, at: list[int]):
+        self.at, self.rss = set(at), {}
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        if pl_module.g_step in self.at and pl_module.g_step not in self.rss:
+            import gc
+
+            gc.collect()
+            with open("/proc/self/statm") as f:
+                self.rss[pl_module.g_step] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

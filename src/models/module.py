@@ -76,6 +76,8 @@ class GANModule(L.LightningModule):
         if on_nonfinite not in ("stop", "skip", "off"):
             raise ValueError(f"model.on_nonfinite must be stop, skip or off, got {on_nonfinite!r}")
         self.on_nonfinite, self.skipped = on_nonfinite, {"d": 0, "g": 0}
+        self._labelled: bool | None = None
+        self.memory_format: torch.memory_format | None = None  # channels_last when perf.channels_last
         if ema_decay is not None and not 0 < ema_decay < 1:
             raise ValueError(f"model.ema_decay must be in (0, 1) or null, got {ema_decay}")
         # An exponential moving average of G alone, used for samples and evaluation when enabled.
@@ -281,15 +283,18 @@ class GANModule(L.LightningModule):
     def split_extras(out: Tensor | tuple[Tensor, dict[str, Tensor]]) -> tuple[Tensor, dict[str, Tensor]]:
         return out if isinstance(out, tuple) else (out, {})
 
-    @staticmethod
-    def unpack_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
+    def unpack_batch(self, batch: Any) -> tuple[Tensor, Tensor | None]:
         if isinstance(batch, list | tuple):
             x, y = batch[0], batch[1] if len(batch) > 1 else None
         else:
             x, y = batch, None
-        if y is not None and (y.dim() == 0 or (y.dtype == torch.long and bool((y < 0).all()))):
-            y = None  # unlabelled data carries label -1
-        return x, y
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
+        if y is None or y.dim() == 0:
+            return x, None
+        if self._labelled is None:  # unlabelled data carries label -1; decided once (a device sync)
+            self._labelled = bool((y >= 0).any())
+        return x, (y if self._labelled else None)
 
     # --- diagnostics ----------------------------------------------------------------------------------
     def d_stats(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
@@ -400,6 +405,9 @@ class GANModule(L.LightningModule):
             # RNG state, so that a resumed run draws the same noise as an uninterrupted one.
             "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all()},
         }
+        wandb_ids = [lg.version for lg in self.loggers if type(lg).__name__ == "WandbLogger"]
+        if wandb_ids:
+            checkpoint["gan_zoo"]["wandb_id"] = wandb_ids[0]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("gan_zoo", {})

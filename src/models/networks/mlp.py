@@ -110,6 +110,7 @@ class MaxoutDiscriminator(MLPDiscriminator):
         pack: int = 1,
         in_extra: int = 0,
         norm: str = "none",
+        dropout: float = 0.0,
         mbstd: int = 0,
         init_std: float | None = 0.02,
     ):
@@ -117,6 +118,8 @@ class MaxoutDiscriminator(MLPDiscriminator):
         layers, width = [], pack * (math.prod(self.shape) + in_extra)
         for h in hidden:
             layers.append(Maxout(width, h, pieces))
+            if dropout:
+                layers.append(nn.Dropout(dropout))
             width = h
         if mbstd:
             layers.append(MinibatchStd(mbstd))

@@ -1,0 +1,249 @@
+"""Training throughput of gan-zoo (LightningModule + Trainer) against a minimal plain PyTorch loop.
+
+    python benchmarks/throughput.py                      # DCGAN and the MLP GAN, batch 64, CPU
+    python benchmarks/throughput.py --models dcgan --steps 200 --repeats 7
+    python benchmarks/throughput.py --device cuda        # plus every GPU fast path
+
+Both paths train the same networks (same initial weights), optimizers, loss (non-saturating), batch
+and in-memory data: one D step and one G step per batch, the network not being trained frozen in
+each phase. Runs are interleaved in one process; each figure is the median over repeats of images
+per second between step `warmup` and the last step. Also printed: model FLOPs per step, achieved
+FLOP/s against this machine's measured fp32 matmul peak, and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from src.build import build_datamodule, build_model, build_trainer  # noqa: E402
+from src.models.optim import build_optimizer  # noqa: E402
+from src.utils.compose import compose_config  # noqa: E402
+from src.utils.perf import apply_perf  # noqa: E402
+
+FAST_PATHS = {
+    "fp32 (baseline)": [],
+    "bf16-mixed": ["trainer.precision=bf16-mixed"],
+    "channels_last": ["perf.channels_last=true"],
+    "torch.compile": ["perf.compile=true"],
+    "cudnn.benchmark": ["trainer.benchmark=true"],
+    "tf32 off": ["perf.tf32=false"],
+    "all on": [
+        "trainer.precision=bf16-mixed",
+        "perf.channels_last=true",
+        "perf.compile=true",
+        "trainer.benchmark=true",
+    ],
+}
+
+
+def make_cfg(model: str, batch: int, steps: int, device: str, extra: list[str], out: Path):
+    overrides = [
+        f"model={model}",
+        "data=mnist5k",
+        f"data.batch_size={batch}",
+        f"trainer.max_steps={steps}",
+        f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "trainer.limit_val_batches=0",
+        "eval.metrics=[]",
+        "callbacks=none",
+        "logger=csv",
+        "extras.print_config=false",
+        "seed=0",
+        *extra,
+    ]
+    cfg = compose_config(overrides, out)
+    return cfg
+
+
+class Timer(L.Callback):
+    """Wall time from the start of batch `warmup` to the end of G step `steps` (no set-up, no teardown)."""
+
+    def __init__(self, warmup: int, steps: int):
+        self.warmup, self.steps, self.start, self.end = warmup, steps, None, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if pl_module.d_step == self.warmup:
+            sync(pl_module.device)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        if pl_module.g_step == self.steps:
+            sync(pl_module.device)
+            self.end = time.perf_counter()
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_lightning(cfg, warmup: int) -> tuple[float, float]:
+    L.seed_everything(0, verbose=False)
+    dm = build_datamodule(cfg)
+    model = build_model(cfg, dm)
+    apply_perf(cfg.get("perf"), model)
+    timer = Timer(warmup, cfg.trainer.max_steps)
+    trainer = build_trainer(cfg, [timer], [])
+    reset_peak(cfg)
+    trainer.fit(model, datamodule=dm)
+    images = cfg.data.batch_size * (cfg.trainer.max_steps - warmup)
+    return images / (timer.end - timer.start), peak_memory(cfg)
+
+
+def run_plain(cfg, warmup: int, steps: int) -> tuple[float, float]:
+    """The hand-written loop: same networks, optimizers, loss and data; nothing else."""
+    L.seed_everything(0, verbose=False)
+    dm = build_datamodule(cfg)
+    dm.setup()
+    model = build_model(cfg, dm)
+    device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
+    G, D = copy.deepcopy(model.generator).to(device), copy.deepcopy(model.discriminator).to(device)
+    loss = model.loss
+    opt_d = build_optimizer(D.parameters(), **model.optimizer_d)
+    opt_g = build_optimizer(G.parameters(), **model.optimizer_g)
+    x_all = dm.data["train"][0].to(device)
+    n, batch, latent = len(x_all), cfg.data.batch_size, model.latent_dim
+    reset_peak(cfg)
+    start = None
+    step, epoch = 0, 0
+    while step < steps:
+        order = torch.randperm(n, device=device)
+        for b in range(n // batch):
+            if step == warmup:
+                sync(device)
+                start = time.perf_counter()
+            real = x_all[order[b * batch : (b + 1) * batch]].float().mul_(2 / 255).sub_(1)
+            D.requires_grad_(True)
+            with torch.no_grad():
+                fake = G(torch.randn(batch, latent, device=device))
+            d_loss = loss.d_loss(D(real), D(fake))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            D.requires_grad_(False)
+            g_loss = loss.g_loss(D(G(torch.randn(batch, latent, device=device))))
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            step += 1
+            if step >= steps:
+                break
+        epoch += 1
+    sync(device)
+    return batch * (steps - warmup) / (time.perf_counter() - start), peak_memory(cfg)
+
+
+def flops_per_step(cfg) -> int:
+    dm = build_datamodule(cfg)
+    model = build_model(cfg, dm)
+    G, D, loss = model.generator, model.discriminator, model.loss
+    batch, latent = cfg.data.batch_size, model.latent_dim
+    real = torch.randn(batch, *dm.shape)
+    with FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
+            fake = G(torch.randn(batch, latent))
+        loss.d_loss(D(real), D(fake)).backward()
+        loss.g_loss(D(G(torch.randn(batch, latent)))).backward()
+    return counter.get_total_flops()
+
+
+def matmul_peak(device: str, n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def reset_peak(cfg) -> None:
+    if cfg.trainer.accelerator == "gpu":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory(cfg) -> float:
+    """MiB: the CUDA allocator's peak on GPU; on CPU the process's resident high-water mark."""
+    if cfg.trainer.accelerator == "gpu":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=["dcgan", "gan"])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=120, help="generator steps per timed run")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    out = Path("/tmp/gan-zoo-throughput")
+    peak = matmul_peak(args.device)
+    print(
+        f"device: {args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), torch {torch.__version__}"
+    )
+    print(f"measured fp32 matmul peak (2048^3): {peak / 1e9:.1f} GFLOP/s\n")
+    print(
+        "| model | batch | plain loop img/s | gan-zoo img/s | ratio | GFLOP/step | achieved GFLOP/s | % of peak | peak mem MiB (plain / gan-zoo) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in args.models:
+        cfg = make_cfg(name, args.batch, args.steps, args.device, [], out / name)
+        plain, ours, mem_p, mem_o = [], [], 0.0, 0.0
+        for _ in range(args.repeats):
+            ips, m = run_lightning(cfg, args.warmup)
+            ours.append(ips)
+            mem_o = max(mem_o, m)
+            ips, m = run_plain(cfg, args.warmup, args.steps)
+            plain.append(ips)
+            mem_p = max(mem_p, m)
+        p, o = statistics.median(plain), statistics.median(ours)
+        flops = flops_per_step(cfg)
+        achieved = flops * o / args.batch
+        print(f"| {name} | {args.batch} | {p:.0f} | {o:.0f} | {o / p:.3f} | {flops / 1e9:.2f} | {achieved / 1e9:.1f} | "
+              f"{100 * achieved / peak:.0f}% | {mem_p:.0f} / {mem_o:.0f} |")  # fmt: skip
+        print(
+            f"  runs (img/s) plain {[round(v) for v in plain]} gan-zoo {[round(v) for v in ours]}",
+            file=sys.stderr,
+        )
+    if args.device != "cuda":
+        print(
+            "\nNo GPU here: the GPU fast paths (bf16-mixed, channels_last, torch.compile, cudnn.benchmark, TF32)"
+        )
+        print("are not measured. Run with --device cuda on a GPU machine for that table.")
+        return
+    print("\n| model | fast path | gan-zoo img/s | speed-up vs fp32 |")
+    print("|---|---|---|---|")
+    for name in args.models:
+        base = None
+        for label, extra in FAST_PATHS.items():
+            cfg = make_cfg(name, args.batch, args.steps, args.device, extra, out / f"{name}-fast")
+            ips = statistics.median(run_lightning(cfg, args.warmup)[0] for _ in range(args.repeats))
+            base = base or ips
+            print(f"| {name} | {label} | {ips:.0f} | {ips / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
