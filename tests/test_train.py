@@ -118,6 +118,11 @@ def test_wandb_offline_without_account_or_prompt(tmp_path, monkeypatch):
     losses = [json.loads(r["train/g_loss"]) for r in rows if "train/g_loss" in r]
     assert len(losses) == 2 and losses[-1] == pytest.approx(metrics["train/g_loss"])
     assert any("samples/samples/_type" in r for r in rows)
+    # Resuming from the checkpoint continues the same W&B run (same id), as a new offline segment.
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    run_train(["logger=wandb", "trainer.max_steps=3", f"ckpt_path={ckpt}"], tmp_path / "resumed")
+    (resumed,) = list((tmp_path / "resumed" / "wandb").glob("offline-run-*"))
+    assert resumed.name.split("-")[-1] == run_dir.name.split("-")[-1]
 
 
 def test_minimax_generator_gradient_vanishes_against_a_strong_discriminator(tmp_path):
