@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from src.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer
-from src.errors import ConfigError, GanZooError
+from src.errors import CheckpointError, ConfigError, GanZooError
 from src.utils.perf import apply_perf
 from src.utils.run import apply_extras, exit_with_error, print_summary
 
@@ -48,6 +48,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     metrics.update(model.last_logged)
     print_summary(trainer, model, cfg.paths.output_dir, wall)
     finish_loggers(trainer, metrics)
+    if cfg.get("train", True) and hasattr(model, "after_fit"):
+        model.after_fit()  # a follow-up run once this one is closed (StackGAN model.stage=both: stage II)
     return metrics, {
         "cfg": cfg,
         "datamodule": datamodule,
@@ -63,6 +65,13 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     if path != "auto":
         if path and not Path(path).is_file():
             raise ConfigError(f"ckpt_path={path} does not exist")
+        if path:
+            from src.checkpoint import load_checkpoint
+
+            try:  # a truncated or foreign file: one clear line, not the Trainer's traceback
+                load_checkpoint(path)
+            except CheckpointError as e:
+                raise ConfigError(f"ckpt_path={path}: {e}") from None
         return path
     root = Path(cfg.paths.log_dir) / cfg.task_name
     own = Path(cfg.paths.output_dir).resolve()

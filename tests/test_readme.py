@@ -12,6 +12,7 @@ import pytest
 from conftest import CACHE, ROOT, run_train
 
 from src.build import build_model
+from src.errors import ConfigError
 from src.utils.compose import compose_config
 
 BLOCKS = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
@@ -23,7 +24,7 @@ for block in BLOCKS:
             COMMANDS.append(line[line.index("python") :])
 TINY = ["trainer.max_steps=2", "data.batch_size=16", "eval.metrics=[]", "trainer.limit_val_batches=0"]
 QUIET = ["extras.print_config=false", "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar"]
-NEEDS_DOWNLOAD = ("data=cifar10", "data=mnist ", "data=celeba", "experiment=dcgan")
+NEEDS_DOWNLOAD = ("data=cifar10", "data=mnist ", "data=celeba", "experiment=dcgan", "data=cub")
 
 
 def split(command: str) -> tuple[str, list[str]]:
@@ -54,7 +55,12 @@ def test_readme_has_the_commands():
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith("python -m src.train")])
 def test_train_command_composes_and_builds(command, tmp_path):
     _, args = split(command)
+    args = [a.replace("outputs/train/runs/<run>", str(tmp_path / "stage1")) for a in args]
     cfg = compose_config(first_choices(on_cpu(args)) + ["eval.metrics=[]"], tmp_path)
+    if "model.stage1_ckpt=" in command:  # a stage-I run of the user's: here, its absence is named
+        with pytest.raises(ConfigError, match=r"model.stage1_ckpt.*stage1"):
+            build_model(cfg)
+        return
     model = build_model(cfg)
     assert model.sample(2).shape[0] == 2
 
@@ -77,17 +83,20 @@ def test_readme_command_runs(command, tmp_path):
     module, args = split(command)
     env = {**os.environ, "GAN_ZOO_CACHE": str(CACHE)}
     if module == "src.train":
+        args = [a.replace("outputs/train/runs/<run>", str(tmp_path / "stage1")) for a in args]
         args = (
             on_cpu(args) + TINY + QUIET + [f"paths.log_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
         )
-        if "-m" in command.split():
+        if "experiment=stackgan" in command:  # stage II's own length comes from model.stage2_overrides
+            args.append('model.stage2_overrides=["trainer.max_steps=2"]')
+        if "-m" in command.split()[3:]:
             args = ["-m", *args]
         if "--cfg" in command:
             args = ["--cfg", "job", *args]
     elif module in ("src.sample", "src.eval"):
-        run_train(
-            ["model=cgan", "trainer.max_steps=2", "data.batch_size=16", "eval.metrics=[]"], tmp_path / "run"
-        )
+        model = ["model=stackgan", "data=shapes"] if "prompt=" in command else ["model=cgan"]
+        run_train([*model, "trainer.max_steps=2", "data.batch_size=16", "eval.metrics=[]"], tmp_path / "run")
+        args = [a.replace("<run>/stage2", "<run>") for a in args]
         args = [
             a.replace("outputs/train/runs/<run>", str(tmp_path / "run")).replace(
                 "<run>", str(tmp_path / "run")

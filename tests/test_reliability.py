@@ -127,3 +127,19 @@ def test_missing_checkpoint_path_is_a_clear_error(tmp_path):
 
     with pytest.raises(ConfigError, match="ckpt_path=.*nope.ckpt does not exist"):
         run_train([*BASE, f"ckpt_path={tmp_path / 'nope.ckpt'}"], tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\0" + bytes(range(256)) * 16, "is not a gan-zoo checkpoint"),
+        (b"PK\x03\x04" + bytes(64), "is not a readable checkpoint"),
+    ],
+)
+def test_corrupt_checkpoint_to_resume_from_is_a_clear_error(tmp_path, content, message):
+    from src.errors import ConfigError
+
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(content)
+    with pytest.raises(ConfigError, match=f"ckpt_path=.*bad.ckpt: .*{message}"):
+        run_train([*BASE, f"ckpt_path={bad}"], tmp_path)

@@ -73,7 +73,7 @@ class LastCheckpoint(L.Callback):
 
     def save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.saved_at != pl_module.g_step or not self.path.is_file():
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
             self.saved_at = pl_module.g_step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
