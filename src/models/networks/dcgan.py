@@ -24,7 +24,7 @@ def dcgan_layout(shape: Sequence[int], who: str) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ValueError(
             f"{who} needs image data of shape [C, H, W]; the data gives shape {list(shape)}. "
-            "For vectors such as 2D points use model=gan (MLP networks)."
+            "For vectors such as 2D points use model=gan (MLP networks; model=cgan_mlp for a class-conditional GAN)."
         )
     c, h, w = shape
     if h != w:
