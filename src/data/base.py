@@ -64,9 +64,13 @@ class TensorLoader:
         for b in range(start, len(self)):
             sel = idx[b * self.batch_size : (b + 1) * self.batch_size]
             self.batch = b + 1
-            yield self.transform(self.x[sel]), self.y[sel]
+            yield self.make_batch(sel, b)
         self.epoch += 1
         self.batch = 0
+
+    def make_batch(self, sel: Tensor, b: int) -> tuple[Tensor, Tensor]:
+        """Batch `b` of the epoch from the indices `sel`."""
+        return self.transform(self.x[sel]), self.y[sel]
 
     def transform(self, x: Tensor) -> Tensor:
         if self.normalize and x.dtype == torch.uint8:

@@ -11,7 +11,7 @@ templates and two-object colour/shape pairings that never occur in training.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,21 +30,14 @@ class CaptionLoader(TensorLoader):
         super().__init__(*args, **kwargs)
         self.flip = flip
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        idx = self.order(self.epoch)
-        start, self._resume_batch = self._resume_batch, 0
-        for b in range(start, len(self)):
-            sel = idx[b * self.batch_size : (b + 1) * self.batch_size]
-            self.batch = b + 1
-            g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_003 + b)
-            k = torch.randint(self.y.shape[1], (len(sel),), generator=g).to(self.y.device)
-            x = self.transform(self.x[sel])
-            if self.flip:
-                mirror = (torch.rand(len(sel), generator=g) < 0.5).to(x.device)
-                x = torch.where(mirror[:, None, None, None], x.flip(3), x)
-            yield x, self.y[sel, k]
-        self.epoch += 1
-        self.batch = 0
+    def make_batch(self, sel: Tensor, b: int) -> tuple[Tensor, Tensor]:
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_003 + b)
+        k = torch.randint(self.y.shape[1], (len(sel),), generator=g).to(self.y.device)
+        x = self.transform(self.x[sel])
+        if self.flip:
+            mirror = (torch.rand(len(sel), generator=g) < 0.5).to(x.device)
+            x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+        return x, self.y[sel, k]
 
 
 class CaptionedDataModule(GANDataModule):
