@@ -88,6 +88,7 @@ def load_checkpoint(path: str | Path) -> tuple[DictConfig, dict[str, Any], dict[
         "d_step": state.get("d_step"),
         "g_step": state.get("g_step"),
         "epoch": ckpt.get("epoch"),
+        "wandb_id": state.get("wandb_id"),
     }
     return OmegaConf.create(state["config"]), ckpt["state_dict"], info
 

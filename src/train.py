@@ -13,7 +13,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import DictConfig
 
 from src.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer
@@ -34,7 +33,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         log.info("perf: %s", ", ".join(done))
     callbacks = build_callbacks(cfg, model)
     ckpt_path = resolve_ckpt_path(cfg) if cfg.get("train", True) else None
-    loggers = build_loggers(cfg, resume_wandb_id=stored_wandb_id(ckpt_path))
+    loggers = build_loggers(cfg, resume_wandb_id=checked_wandb_id(ckpt_path))
     trainer = build_trainer(cfg, callbacks, loggers)
     for logger in trainer.loggers:
         logger.log_hyperparams(model.run_config)
@@ -65,13 +64,6 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     if path != "auto":
         if path and not Path(path).is_file():
             raise ConfigError(f"ckpt_path={path} does not exist")
-        if path:
-            from src.checkpoint import load_checkpoint
-
-            try:  # a truncated or foreign file: one clear line, not the Trainer's traceback
-                load_checkpoint(path)
-            except CheckpointError as e:
-                raise ConfigError(f"ckpt_path={path}: {e}") from None
         return path
     root = Path(cfg.paths.log_dir) / cfg.task_name
     own = Path(cfg.paths.output_dir).resolve()
@@ -84,14 +76,17 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return str(newest)
 
 
-def stored_wandb_id(ckpt_path: str | None) -> str | None:
-    """The W&B run a checkpoint was logging to, so that resuming continues that run."""
+def checked_wandb_id(ckpt_path: str | None) -> str | None:
+    """The W&B run the checkpoint to resume was logging to (so that resuming continues that run);
+    a truncated or foreign file stops here with one clear line, not in the Trainer with a traceback."""
     if not ckpt_path:
         return None
+    from src.checkpoint import load_checkpoint
+
     try:
-        return torch.load(ckpt_path, map_location="cpu", weights_only=True).get("gan_zoo", {}).get("wandb_id")
-    except Exception:  # an unreadable checkpoint is reported by the Trainer when it loads it
-        return None
+        return load_checkpoint(ckpt_path)[2]["wandb_id"]
+    except CheckpointError as e:
+        raise ConfigError(f"ckpt_path={ckpt_path}: {e}") from None
 
 
 def finish_loggers(trainer: L.Trainer, metrics: dict[str, float]) -> None:
