@@ -70,6 +70,7 @@ def test_infogan_q_recovers_the_sampled_codes(tmp_path):
     """The MI term is computed on the codes G was given: Q learns to read them back."""
     overrides = [
         "model=infogan",
+        "model.mi.weight_cont=1.0",
         "trainer.max_steps=150",
         "trainer.log_every_n_steps=50",
         "data.batch_size=32",
