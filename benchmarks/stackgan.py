@@ -170,6 +170,67 @@ def fid(a: Tensor, b: Tensor) -> float:
     return float(((mu - nu) ** 2).sum() + np.trace(s + t - 2 * root))
 
 
+def score(
+    model: nn.Module, dm, seed: int, classifier_epochs: int
+) -> tuple[dict[str, dict], dict[str, dict], float]:
+    """Rows of text consistency (all held-out scenes, and one- / two-object scenes apart) and domain FIDs."""
+    model = model.cpu().eval()
+    dm.setup()
+    low_side = model.low_shape[1]
+    net = train_classifier(dm.data["train"][0], dm.scenes["train"], low_side, classifier_epochs)
+    x_val, emb_val = dm.data["val"][0], dm.data["val"][1][:, 0]  # one held-out caption per held-out scene
+    scenes = dm.scenes["val"]
+    real_pred, real_feat = predict(net, x_val)
+    _, train_feat = predict(net, dm.data["train"][0][: len(x_val)])
+    gen = torch.Generator().manual_seed(seed)
+    highs, lows = [], []
+    with torch.no_grad():
+        for emb in emb_val.split(250):
+            latent = model.sample_latent(len(emb), emb, generator=gen)
+            lows.append(model.stage1_image(latent))
+            highs.append(model.generate_eval(latent))
+    high = torch.cat(highs)
+    side = high.shape[-1]
+    low_up = F.interpolate(torch.cat(lows), size=(side, side), mode="bilinear", align_corners=False)
+    blurred_pred, _ = predict(net, blur(to_float(x_val), low_side))
+    preds = {"real (classifier)": real_pred, "real, blurred to stage I's side": blurred_pred}
+    fids = {"real (classifier)": fid(real_feat, train_feat)}
+    for name, x in (("stage I (upsampled)", low_up), ("stage II", high)):
+        preds[name], feat = predict(net, x)
+        fids[name] = fid(real_feat, feat)
+    pair = scenes["colour"][:, 1] >= 0
+    rows, parts = {}, {}
+    for name, pred in preds.items():
+        rows[name] = consistency(pred, scenes)
+        parts[name] = {
+            f"{k} objects": consistency(
+                {h: v[sel] for h, v in pred.items()}, {h: v[sel] for h, v in scenes.items()}
+            )
+            for k, sel in (("one", ~pair), ("two", pair))
+        }
+    return rows, parts, fids
+
+
+def print_tables(rows: dict, parts: dict, fids: dict) -> bool:
+    keys = ("colour", "shape", "size", "position", "all")
+    print("| images | colour | shape | size | position | all of a scene | domain FID (64 px) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, c in rows.items():
+        cells = [f"{100 * c[k]:.1f}%" for k in keys]
+        print(f"| {name} | {' | '.join(cells)} | {f'{fids[name]:.2f}' if name in fids else '–'} |")
+    print("\nBy scene kind (colour / shape / size / position / all):")
+    for name, by_kind in parts.items():
+        cells = [f"{kind}: " + " / ".join(f"{100 * c[k]:.0f}%" for k in keys) for kind, c in by_kind.items()]
+        print(f"  {name}: {'; '.join(cells)}")
+    final = rows["stage II"]
+    ok = final["colour"] >= 0.8 and final["shape"] >= 0.8 and fids["stage II"] < fids["stage I (upsampled)"]
+    print(
+        "\n(real rows: the classifier on real held-out images; the real FID: real training vs held-out images)"
+    )
+    print(f"targets (stage II colour and shape >= 80%, FID below stage I's): {'met' if ok else 'NOT met'}")
+    return ok
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -182,11 +243,23 @@ def main() -> None:
     parser.add_argument("--classifier-epochs", type=int, default=4)
     parser.add_argument("--out", type=Path, default=None, help="run folders (default: a temp dir)")
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for both stages")
+    parser.add_argument(
+        "--score", type=Path, default=None, help="only score a trained stage-II checkpoint or run folder"
+    )
     args = parser.parse_args()
+    start = time.perf_counter()
+    if args.score:
+        from src.build import build_datamodule
+        from src.checkpoint import build_from_checkpoint
+
+        model, run_cfg, _ = build_from_checkpoint(args.score)
+        rows, parts, fids = score(model, build_datamodule(run_cfg), args.seed, args.classifier_epochs)
+        print(f"\n{args.score}: scored in {(time.perf_counter() - start) / 60:.1f} min\n")
+        print_tables(rows, parts, fids)
+        return
     out = args.out or Path(tempfile.mkdtemp(prefix="gan-zoo-stackgan-"))
     common = ["experiment=stackgan_shapes", f"seed={args.seed}", "extras.print_config=false"]
     common += ["trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar", *args.override]
-    start = time.perf_counter()
 
     first = common + ["model.stage=1"] + ([f"trainer.max_steps={args.steps}"] if args.steps else [])
     cfg1 = compose_config(first, out / "stage1")
@@ -196,30 +269,9 @@ def main() -> None:
     second += [f"model.stage1_ckpt={out / 'stage1' / 'checkpoints' / 'last.ckpt'}"]
     second += [f"trainer.max_steps={args.stage2_steps}"] if args.stage2_steps else []
     _, objects2 = train(compose_config(second, out / "stage2"))
-    model = objects2["model"].cpu().eval()
     times = objects1["wall_time"], objects2["wall_time"]
-
-    low_side = model.low_shape[1]
     t = time.perf_counter()
-    net = train_classifier(dm.data["train"][0], dm.scenes["train"], low_side, args.classifier_epochs)
-    x_val, emb_val = dm.data["val"][0], dm.data["val"][1][:, 0]  # one held-out caption per held-out scene
-    scenes = dm.scenes["val"]
-    real_pred, real_feat = predict(net, x_val)
-    _, train_feat = predict(net, dm.data["train"][0][: len(x_val)])
-    gen = torch.Generator().manual_seed(args.seed)
-    highs, lows = [], []
-    with torch.no_grad():
-        for emb in emb_val.split(250):
-            latent = model.sample_latent(len(emb), emb, generator=gen)
-            lows.append(model.stage1_image(latent))
-            highs.append(model.generate_eval(latent))
-    high = torch.cat(highs)
-    side = high.shape[-1]
-    low_up = F.interpolate(torch.cat(lows), size=(side, side), mode="bilinear", align_corners=False)
-    rows = {"real (classifier)": real_pred}
-    feats = {}
-    for name, x in (("stage I (upsampled)", low_up), ("stage II", high)):
-        rows[name], feats[name] = predict(net, x)
+    rows, parts, fids = score(objects2["model"], dm, args.seed, args.classifier_epochs)
     eval_time = time.perf_counter() - t
 
     print(f"\nRun folders: {out}  (figures: stage2/samples/stages_last.png)")
@@ -227,19 +279,11 @@ def main() -> None:
         f"stage I {times[0] / 60:.1f} min, stage II {times[1] / 60:.1f} min, classifier + scoring {eval_time / 60:.1f} min, "
         f"total {(time.perf_counter() - start) / 60:.1f} min"
     )
-    print(f"held-out scenes: {len(x_val)}, of which two-object: {int((scenes['colour'][:, 1] >= 0).sum())}\n")
-    print("| images | colour | shape | size | position | all of a scene | domain FID (64 px) |")
-    print("|---|---|---|---|---|---|---|")
-    for name, pred in rows.items():
-        c = consistency(pred, scenes)
-        f = fid(real_feat, feats[name]) if name in feats else fid(real_feat, train_feat)
-        cells = [f"{100 * c[k]:.1f}%" for k in ("colour", "shape", "size", "position", "all")]
-        print(f"| {name} | {' | '.join(cells)} | {f:.2f} |")
-    final = consistency(rows["stage II"], scenes)
-    fid1, fid2 = fid(real_feat, feats["stage I (upsampled)"]), fid(real_feat, feats["stage II"])
-    ok = final["colour"] >= 0.8 and final["shape"] >= 0.8 and fid2 < fid1
-    print("\n(real row: the classifier on real held-out images; its FID: real training vs held-out images)")
-    print(f"targets (stage II colour and shape >= 80%, FID below stage I's): {'met' if ok else 'NOT met'}")
+    scenes = dm.scenes["val"]
+    print(
+        f"held-out scenes: {len(scenes['layout'])}, of which two-object: {int((scenes['colour'][:, 1] >= 0).sum())}\n"
+    )
+    print_tables(rows, parts, fids)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from PIL import Image
 
 from src.build import build_model
 from src.errors import ConfigError
-from src.losses.auxiliary import Context, DOut, MutualInfoTerm
+from src.losses.auxiliary import Context, DOut, MutualInfoTerm, random_affine
 from src.metrics.conditional import ClassConsistency, best_mapping_accuracy
 
 MODELS = ["cgan", "acgan", "infogan"]
@@ -91,6 +91,51 @@ def test_mutual_information_uses_codes_not_data_labels():
     shuffled = {"c_cat": wrong_labels[:, None], "c_cont": torch.zeros(8, 2)}
     ctx.latent = shuffled
     assert term.g_terms(ctx)["mi_cat"].item() > 10  # break the codes and the term says so
+
+
+def test_random_affine_moves_the_object_and_keeps_the_background():
+    x = torch.full((64, 1, 28, 28), -1.0)
+    x[:, :, 10:18, 10:18] = 1.0
+    torch.manual_seed(0)
+    out = random_affine(x, shift=0.1, rotate=15.0, scale=0.15)
+    assert out.shape == x.shape and out.min() >= -1 - 1e-6 and out.max() <= 1 + 1e-6
+    assert (out[:, :, 0, :] == -1).all()  # what comes in at the border is background, not zeros
+    assert not torch.allclose(out[0], out[1])  # each image gets its own transform
+    assert torch.allclose(random_affine(x, 0.0, 0.0, 0.0), x, atol=1e-5)
+
+
+def test_invariance_term_reads_codes_from_transformed_fakes(tmp_path):
+    """model.mi.invariance: Q also has to read c1 from shifted/rotated/scaled fakes; 0 turns it off."""
+    module = build_model(make_cfg(["model=infogan", "model.mi.invariance=0.5"], tmp_path))
+    term = module.aux_terms["info"]
+    latent = module.sample_latent(16)
+    fake = module.generate(latent)
+    ctx = Context(module, None, None, latent, fake, None, module.discriminate(fake))
+    terms = term.g_terms(ctx)
+    assert set(terms) == {"mi_cat", "mi_cont", "mi_cat_aug"}
+    terms["mi_cat_aug"].backward()  # it trains G through the transform
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.generator.parameters())
+    wrong = {**latent, "c_cat": (latent["c_cat"] + 1) % 10}
+    torch.manual_seed(0)
+    a = term.invariance_terms(ctx)["mi_cat_aug"].item()
+    torch.manual_seed(0)
+    b = term.invariance_terms(Context(module, None, None, wrong, fake, None, ctx.d_fake))["mi_cat_aug"].item()
+    assert a != b
+    off = build_model(make_cfg(["model=infogan", "model.mi.invariance=0"], tmp_path)).aux_terms["info"]
+    assert "mi_cat_aug" not in off.g_terms(Context(module, None, None, latent, fake, None, ctx.d_fake))
+    with pytest.raises(ValueError, match="unknown keys"):
+        MutualInfoTerm(augment={"flip": 1})
+
+
+def test_discriminator_fc_norm_is_its_own_setting():
+    from src.models.networks import DCGANDiscriminator
+
+    kinds = lambda net: {type(m).__name__ for m in net.trunk}  # noqa: E731
+    assert "BatchNorm1d" in kinds(DCGANDiscriminator((1, 28, 28), fc_dim=32))
+    net = DCGANDiscriminator((1, 28, 28), fc_dim=32, fc_norm="none")
+    assert "BatchNorm1d" not in kinds(net) and "BatchNorm2d" in kinds(net)
+    with pytest.raises(ValueError, match="valid choices"):
+        DCGANDiscriminator((1, 28, 28), fc_dim=32, fc_norm="weird")
 
 
 def test_figures_have_the_expected_grids(tmp_path):

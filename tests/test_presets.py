@@ -30,6 +30,7 @@ def test_preset_composes_and_builds(preset, tmp_path):
 def test_paper_settings_are_what_the_presets_say(tmp_path):
     info = make_cfg(["experiment=infogan_mnist"], tmp_path).model
     assert (info.latent_dim, list(info.cat_dims), info.cont_dim, info.mi.weight_cat) == (62, [10], 2, 1.0)
+    assert (info.mi.weight_cont, info.mi.invariance) == (1.0, 0.0)  # the paper's lambda, no extra term
     assert (info.optimizer_d.lr, info.optimizer_g.lr) == (2e-4, 1e-3)
     gp = make_cfg(["experiment=wgan_gp"], tmp_path).model
     assert (gp.n_critic, gp.optimizer_d.lr, list(gp.optimizer_d.betas), gp.discriminator.norm) == (

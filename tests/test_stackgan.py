@@ -122,6 +122,21 @@ def test_stage2_figure_and_checkpoint_need_no_stage1_file(stage1, tmp_path):
 # --- the auxiliary terms ---------------------------------------------------------------------------------
 
 
+def test_stage2_with_skip_starts_as_the_upsampled_stage1_image():
+    from src.models.networks.stackgan import Stage2Generator
+
+    torch.manual_seed(0)
+    g = Stage2Generator(16, 8, (3, 64, 64), (3, 32, 32), base_channels=8, skip=True)
+    low = torch.rand(4, 3, 32, 32) * 1.6 - 0.8
+    out, _ = g(low, torch.randn(4, 16), torch.randn(4, 8))
+    up = torch.nn.functional.interpolate(low, size=(64, 64), mode="bilinear", align_corners=False)
+    assert torch.allclose(out, up, atol=1e-5)
+    plain, _ = Stage2Generator(16, 8, (3, 64, 64), (3, 32, 32), base_channels=8)(
+        low, torch.randn(4, 16), torch.randn(4, 8)
+    )
+    assert not torch.allclose(plain, up, atol=1e-2)
+
+
 def test_kl_term_is_the_ca_kl_and_changes_with_mu_and_sigma():
     zero = torch.zeros(4, 8)
     assert kl_to_standard_normal(zero, zero) == 0

@@ -8,7 +8,8 @@ adversarial head is a probability (minimax) or a critic (WGAN).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -89,6 +90,12 @@ class MutualInfoTerm(AuxTerm):
     categorical code; for continuous codes a factored Gaussian NLL with learned variance (`gaussian`)
     or with fixed unit variance (`mse`). The same term is added in the D phase (training Q and the
     trunk) and the G phase (training G to make its codes recoverable). Computed on the sampled codes.
+
+    `invariance` > 0 (not in the InfoGAN paper; the idea of Elastic-InfoGAN, Ojha et al. 2020): Q must
+    also recover the categorical codes from randomly shifted, rotated and scaled copies of the fakes,
+    weighted by `invariance` x `weight_cat`. G can then no longer spend a code value on where a digit
+    sits, how large it is or how it leans, so the categories go to what such changes keep: the class.
+    `augment`: the largest shift (fraction of the side), rotation (degrees) and scale change.
     """
 
     head = "q"
@@ -100,12 +107,21 @@ class MutualInfoTerm(AuxTerm):
         weight_cat: float = 1.0,
         weight_cont: float = 1.0,
         cont_loss: str = "gaussian",
+        invariance: float = 0.0,
+        augment: Mapping[str, float] | None = None,
     ):
         super().__init__()
         if cont_loss not in ("gaussian", "mse"):
             raise ValueError(f"model.mi.cont_loss must be 'gaussian' or 'mse', got {cont_loss!r}")
+        if invariance < 0:
+            raise ValueError(f"model.mi.invariance must be >= 0, got {invariance}")
         self.cat_dims, self.cont_dim = [int(k) for k in cat_dims], int(cont_dim)
         self.weight_cat, self.weight_cont, self.cont_loss = weight_cat, weight_cont, cont_loss
+        self.invariance = float(invariance)
+        self.augment = {"shift": 0.1, "rotate": 15.0, "scale": 0.15, **dict(augment or {})}
+        unknown = set(self.augment) - {"shift", "rotate", "scale"}
+        if unknown:
+            raise ValueError(f"model.mi.augment: unknown keys {sorted(unknown)}; valid: shift, rotate, scale")
 
     @property
     def q_dim(self) -> int:
@@ -133,10 +149,20 @@ class MutualInfoTerm(AuxTerm):
         return terms
 
     def d_terms(self, ctx: Context) -> dict[str, Tensor]:
-        return self.loss(ctx.d_fake.aux[self.head], ctx.latent)
+        return {**self.loss(ctx.d_fake.aux[self.head], ctx.latent), **self.invariance_terms(ctx)}
 
     def g_terms(self, ctx: Context) -> dict[str, Tensor]:
-        return self.loss(ctx.d_fake.aux[self.head], ctx.latent)
+        return {**self.loss(ctx.d_fake.aux[self.head], ctx.latent), **self.invariance_terms(ctx)}
+
+    def invariance_terms(self, ctx: Context) -> dict[str, Tensor]:
+        if not self.invariance or not self.cat_dims:
+            return {}
+        if ctx.fake.dim() != 4:
+            raise ValueError("model.mi.invariance needs image data: it shifts, rotates and scales the fakes")
+        q = ctx.module.discriminate(random_affine(ctx.fake, **self.augment)).aux[self.head]
+        logits, _, _ = self.split(q)
+        ce = sum(F.cross_entropy(lg, ctx.latent["c_cat"][:, i]) for i, lg in enumerate(logits))
+        return {"mi_cat_aug": self.invariance * self.weight_cat * ce}
 
     def stats(self, ctx: Context) -> dict[str, Tensor]:
         logits, mean, _ = self.split(ctx.d_fake.aux[self.head])
@@ -146,3 +172,19 @@ class MutualInfoTerm(AuxTerm):
         if self.cont_dim:
             out["cont_mse"] = ((ctx.latent["c_cont"].float() - mean) ** 2).mean()
         return out
+
+
+def random_affine(x: Tensor, shift: float, rotate: float, scale: float) -> Tensor:
+    """Each image shifted by up to `shift` x its side, rotated by up to `rotate` degrees and scaled by
+    up to 1 +- `scale`, uniformly at random; the border is filled with the image's minimum (background)."""
+    n = x.shape[0]
+    u = lambda: torch.rand(n, device=x.device) * 2 - 1  # noqa: E731
+    angle, factor = u() * math.radians(rotate), 1 + u() * scale
+    cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
+    theta = torch.stack(
+        [torch.stack([cos, -sin, u() * 2 * shift], 1), torch.stack([sin, cos, u() * 2 * shift], 1)], 1
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    floor = x.detach().flatten(1).amin(1)[:, None, None, None].float()
+    out = F.grid_sample(x.float() - floor, grid, align_corners=False, padding_mode="zeros")
+    return (out + floor).to(x.dtype)

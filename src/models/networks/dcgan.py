@@ -98,13 +98,18 @@ class DCGANDiscriminator(nn.Module):
         pack: int = 1,
         in_extra: int = 0,
         fc_dim: int | None = None,
+        fc_norm: str | None = None,
         mbstd: int = 0,
         init_std: float | None = 0.02,
     ):
-        """`fc_dim`: a fully connected hidden layer after the convolutions (InfoGAN's FC 1024).
+        """`fc_dim`: a fully connected hidden layer after the convolutions (InfoGAN's FC 1024), normalised
+        with `fc_norm` (null: `norm`). BatchNorm there standardises each feature over a batch of only real
+        or only fake images right before the score, which can leave D unable to tell them apart.
         `mbstd`: minibatch standard deviation over groups of that many samples (0: off)."""
         super().__init__()
         check_norm(norm, "DCGANDiscriminator")
+        fc_norm = norm if fc_norm is None else fc_norm
+        check_norm(fc_norm, "DCGANDiscriminator (fc_norm)")
         if pack < 1:
             raise ValueError(f"pack must be >= 1, got {pack}")
         self.shape, self.pack = tuple(shape), pack
@@ -117,7 +122,10 @@ class DCGANDiscriminator(nn.Module):
         layers.append(nn.Flatten())
         self.feature_dim = chans[-1] * s0 * s0
         if fc_dim:
-            layers += [weight_layer(nn.Linear(self.feature_dim, fc_dim), norm), norm_layer(norm, fc_dim, 1)]
+            layers += [
+                weight_layer(nn.Linear(self.feature_dim, fc_dim), fc_norm),
+                norm_layer(fc_norm, fc_dim, 1),
+            ]
             layers.append(activation(act))
             self.feature_dim = fc_dim
         if mbstd:

@@ -128,7 +128,8 @@ class Stage2Generator(nn.Module):
         init_std: float | None = 0.02,
     ):
         """`skip`: add the network's output to the upsampled stage-I image before the tanh (not in the paper;
-        stage II then starts from stage I's image and learns a correction, which helps short runs)."""
+        the output layer starts at zero, so stage II starts as stage I's image and learns a correction,
+        which helps short runs)."""
         super().__init__()
         check_norm(norm, "StackGAN stage-II generator")
         self.skip = skip
@@ -157,6 +158,9 @@ class Stage2Generator(nn.Module):
         self.out = nn.Sequential(nn.Conv2d(chans[-1], c, 3, 1, 1), nn.Identity() if skip else nn.Tanh())
         if init_std:
             init_weights(self, init_std)
+        if skip:  # start as the upsampled stage-I image exactly; training learns the correction
+            nn.init.zeros_(self.out[0].weight)
+            nn.init.zeros_(self.out[0].bias)
 
     def forward(self, low: Tensor, emb: Tensor, eps: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         c, mu, logvar = self.ca(emb, eps)
