@@ -98,6 +98,16 @@ def has_pickle(file: Path) -> bool:
         return any(name.endswith("/data.pkl") for name in z.namelist())
 
 
+def load_weights(
+    net: torch.nn.Module, state: dict[str, Any], what: str, error: type[Exception] = CheckpointError
+) -> None:
+    """`net.load_state_dict(state)`; a mismatch raises `error` with `what` and the first of PyTorch's detail."""
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise error(f"{what}: {' '.join(str(e).split())[:300]}") from None
+
+
 def build_from_checkpoint(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, DictConfig, dict[str, Any]]:
@@ -107,12 +117,6 @@ def build_from_checkpoint(
         model = build_model(cfg)
     except GanZooError as e:
         raise CheckpointError(f"{info['path']}: its stored config no longer builds a model: {e}") from e
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        detail = " ".join(str(e).split())[:300]
-        raise CheckpointError(
-            f"{info['path']}: its weights do not fit the model its config builds: {detail}"
-        ) from None
+    load_weights(model, state, f"{info['path']}: its weights do not fit the model its config builds")
     model.d_step, model.g_step = info["d_step"] or 0, info["g_step"] or 0
     return model.to(device).eval(), cfg, info

@@ -143,3 +143,15 @@ def test_corrupt_checkpoint_to_resume_from_is_a_clear_error(tmp_path, content, m
     bad.write_bytes(content)
     with pytest.raises(ConfigError, match=f"ckpt_path=.*bad.ckpt: .*{message}"):
         run_train([*BASE, f"ckpt_path={bad}"], tmp_path)
+
+
+def test_weights_that_do_not_fit_name_the_file_and_the_mismatch():
+    from src.checkpoint import load_weights
+    from src.errors import CheckpointError, ConfigError
+
+    net = torch.nn.Linear(3, 2)
+    with pytest.raises(CheckpointError, match=r"run/last.ckpt: .*size mismatch for weight"):
+        load_weights(net, torch.nn.Linear(4, 2).state_dict(), "run/last.ckpt")
+    with pytest.raises(ConfigError, match=r"stage I: .*Missing key"):
+        load_weights(net, {}, "stage I", ConfigError)
+    load_weights(net, torch.nn.Linear(3, 2).state_dict(), "fits")

@@ -100,13 +100,10 @@ class StackGAN(GANModule):
                 text_dim, spec["c_dim"], spec["latent_dim"], spec["shape"], **spec["generator"]
             )
             if weights is not None:
-                try:
-                    g1.load_state_dict(weights)
-                except RuntimeError as e:
-                    detail = " ".join(str(e).split())[:300]
-                    raise ConfigError(
-                        f"model.stage1_ckpt={spec['ckpt']}: its generator weights do not fit: {detail}"
-                    ) from None
+                from src.checkpoint import load_weights
+
+                what = f"model.stage1_ckpt={spec['ckpt']}: its generator weights do not fit"
+                load_weights(g1, weights, what, ConfigError)
             latent_dim = spec["latent_dim"]  # z feeds stage I
             net_g = Stage2Generator(text_dim, c_dim, high, low, **options)
             net_d = TextDiscriminator(text_dim, high, **dict(discriminator))
