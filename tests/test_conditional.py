@@ -102,6 +102,11 @@ def test_random_affine_moves_the_object_and_keeps_the_background():
     assert (out[:, :, 0, :] == -1).all()  # what comes in at the border is background, not zeros
     assert not torch.allclose(out[0], out[1])  # each image gets its own transform
     assert torch.allclose(random_affine(x, 0.0, 0.0, 0.0), x, atol=1e-5)
+    stroke = torch.full((64, 1, 28, 28), -1.0)
+    stroke[:, :, 6:22, 13:15] = 1.0  # a vertical stroke, 2 px wide
+    ink = (random_affine(stroke, 0.0, 0.0, 0.0, thickness=1.0) + 1).sum((1, 2, 3))
+    base = (stroke + 1).sum((1, 2, 3))
+    assert (ink > base + 1).any() and (ink < base - 1).any()  # thicker and thinner strokes, per image
 
 
 def test_invariance_term_reads_codes_from_transformed_fakes(tmp_path):
@@ -125,6 +130,33 @@ def test_invariance_term_reads_codes_from_transformed_fakes(tmp_path):
     assert "mi_cat_aug" not in off.g_terms(Context(module, None, None, latent, fake, None, ctx.d_fake))
     with pytest.raises(ValueError, match="unknown keys"):
         MutualInfoTerm(augment={"flip": 1})
+
+
+@pytest.mark.parametrize("model", ["dcgan", "cgan", "infogan"])
+def test_joint_d_batch_scores_real_and_fake_in_one_batch(model, tmp_path):
+    """model.d_batch=joint: one D pass over real + fake. Without BatchNorm it equals two passes; with it,
+    the batch statistics are those of both together, so the scores differ. It trains, with the aux heads."""
+    no_bn = ["model.discriminator.norm=none"] + (
+        ["model.discriminator.head_norm=none"] if model == "infogan" else []
+    )
+    module = build_model(make_cfg([f"model={model}", "model.d_batch=joint", *no_bn], tmp_path))
+    real, fake = torch.rand(6, 1, 28, 28) * 2 - 1, torch.rand(6, 1, 28, 28) * 2 - 1
+    y_real, y_fake = torch.arange(6), torch.arange(6).flip(0)
+    joint = module.discriminate_pair(real, y_real, fake, y_fake)
+    module.d_batch = "separate"
+    apart = module.discriminate_pair(real, y_real, fake, y_fake)
+    for a, b in zip(joint, apart):
+        assert torch.allclose(a.adv, b.adv, atol=1e-6) and a.aux.keys() == b.aux.keys()
+        assert all(torch.allclose(a.aux[k], b.aux[k], atol=1e-5) for k in a.aux)
+    assert ("q" in joint[0].aux) == (model == "infogan") and not torch.allclose(joint[0].adv, joint[1].adv)
+    with_bn = build_model(make_cfg([f"model={model}", "model.d_batch=joint"], tmp_path))
+    joint_bn = with_bn.discriminate_pair(real, y_real, fake, y_fake)[0].adv
+    with_bn.d_batch = "separate"
+    assert not torch.allclose(joint_bn, with_bn.discriminate_pair(real, y_real, fake, y_fake)[0].adv)
+    metrics, objects = run_train([f"model={model}", "model.d_batch=joint", *TINY], tmp_path / "run")
+    assert objects["model"].g_step == 3 and math.isfinite(metrics["train/g_loss"])
+    with pytest.raises(ValueError, match="model.d_batch must be 'separate' or 'joint', got 'both'"):
+        build_model(make_cfg([f"model={model}", "model.d_batch=both"], tmp_path))
 
 
 def test_discriminator_fc_norm_is_its_own_setting():

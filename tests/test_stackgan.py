@@ -182,6 +182,35 @@ def test_mismatch_term_scores_real_images_with_shifted_captions(tmp_path):
     assert set(term.stats(ctx)) == {"acc", "d_wrong"}
 
 
+def test_mismatch_contrast_uses_the_batch_contrast_captions(tmp_path):
+    """model.mismatch_contrast=1: every wrong text is the image's own contrast caption, not another image's."""
+    module = build_model(make_cfg([*TINY, "model.mismatch_contrast=1"], tmp_path))
+    real = torch.rand(4, 3, 16, 16) * 2 - 1
+    enc = BagOfNgrams(32)
+    emb = enc.encode(
+        ["a small red circle", "a large blue square", "a tiny green triangle", "a big white disc"]
+    )
+    hard = enc.encode(["a small red square", "a large red square", "a tiny green circle", "a big white box"])
+    d_real = module.discriminate(real, emb)
+    ctx = Context(module, real, emb, {}, real, d_real, d_real)
+    term = module.aux_terms["match"]
+    with pytest.raises(ValueError, match="data.contrast_captions > 0"):
+        term.d_terms(ctx)
+    module.unpack_batch([real, emb, hard])
+    value = term.d_terms(ctx)["mismatch"]
+    assert torch.allclose(value, module.loss.d_loss(d_real.adv, module.discriminate(real, hard).adv))
+    assert not torch.allclose(
+        value, module.loss.d_loss(d_real.adv, module.discriminate(real, emb.roll(1, 0)).adv)
+    )
+    with pytest.raises(
+        ConfigError, match=r"mismatch_contrast=1 needs contrast captions.*data.contrast_captions"
+    ):
+        run_train([*QUIET, "model.mismatch_contrast=1"], tmp_path / "refused")
+    run = tmp_path / "run"
+    run_train([*QUIET, "data.contrast_captions=2", "model.mismatch_contrast=0.5"], run)
+    assert all(math.isfinite(v) for v in logged(run, "train/d_match_mismatch"))
+
+
 def test_terms_can_be_turned_off(tmp_path):
     module = build_model(make_cfg([*TINY, "model.kl_weight=0", "model.mismatch_weight=0"], tmp_path))
     assert len(module.aux_terms) == 0
@@ -334,6 +363,28 @@ def test_shapes_are_deterministic_given_the_seed(tmp_path):
     assert not torch.equal(a.data["train"][0], c.data["train"][0]) and a.captions != c.captions
     x, y = a.data["train"]
     assert x.dtype == torch.uint8 and x.shape == (200, 3, 32, 32) and y.shape == (200, 2, 32)
+
+
+def test_contrast_captions_describe_each_image_wrongly_in_one_attribute(tmp_path):
+    from src.data.captions import WORDS, contrast_scene
+
+    plain, dm = shapes(tmp_path), shapes(tmp_path, "data.contrast_captions=3")
+    assert torch.equal(plain.data["train"][0], dm.data["train"][0]) and plain.captions == dm.captions
+    assert dm.contrast["train"].shape == (200, 3, 32) and "val" not in dm.contrast
+    x, y, hard = next(iter(dm.train_dataloader()))
+    assert hard.shape == y.shape and not torch.allclose(hard, y)
+    assert len(next(iter(plain.train_dataloader()))) == 2
+    scenes = {k: v.numpy() for k, v in dm.scenes["train"].items()}
+    wrong = contrast_scene(scenes, np.random.default_rng(0))
+    for i in range(len(scenes["layout"])):
+        changed = [k for k in ("colour", "shape", "size", "layout") if (wrong[k][i] != scenes[k][i]).any()]
+        assert len(changed) == 1 and changed[0] in ("colour", "shape"), (i, changed)
+        kind = changed[0]
+        if scenes["layout"][i] >= 5 and sorted(wrong[kind][i]) == sorted(scenes[kind][i]):
+            assert (wrong[kind][i] == scenes[kind][i][::-1]).all()  # a swap of the two objects'
+    assert (wrong["shape"] != scenes["shape"]).any() and (wrong["colour"] != scenes["colour"]).any()
+    colour, shape = int(wrong["colour"][0, 0]), int(wrong["shape"][0, 0])
+    assert len(WORDS["colour"][colour]) and len(WORDS["shape"][shape])
 
 
 def test_shapes_captions_say_what_is_drawn_and_val_is_held_out(tmp_path):

@@ -26,23 +26,36 @@ from src.text.encoders import TextEncoder, encode_captions
 class CaptionLoader(TensorLoader):
     """Like TensorLoader, with y of shape (N, K, dim): each batch takes one of the K captions per image."""
 
-    def __init__(self, *args: Any, flip: bool = False, **kwargs: Any):
+    def __init__(self, *args: Any, flip: bool = False, contrast: Tensor | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.flip = flip
+        self.flip, self.contrast = flip, contrast
 
-    def make_batch(self, sel: Tensor, b: int) -> tuple[Tensor, Tensor]:
+    def make_batch(self, sel: Tensor, b: int) -> tuple[Tensor, ...]:
+        """(images, one caption embedding each) and, with contrast captions, one of those each."""
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_003 + b)
         k = torch.randint(self.y.shape[1], (len(sel),), generator=g).to(self.y.device)
         x = self.transform(self.x[sel])
         if self.flip:
             mirror = (torch.rand(len(sel), generator=g) < 0.5).to(x.device)
             x = torch.where(mirror[:, None, None, None], x.flip(3), x)
-        return x, self.y[sel, k]
+        if self.contrast is None:
+            return x, self.y[sel, k]
+        j = torch.randint(self.contrast.shape[1], (len(sel),), generator=g).to(self.y.device)
+        return x, self.y[sel, k], self.contrast[sel, j]
+
+    def to(self, device: torch.device | str) -> CaptionLoader:
+        super().to(device)
+        self.contrast = None if self.contrast is None else self.contrast.to(device)
+        return self
 
 
 class CaptionedDataModule(GANDataModule):
     """Base of captioned data: subclasses implement `load()` -> {split: (uint8 images, (N, K, dim) embeddings)}
     and fill `self.captions[split]` with the K caption texts of each image.
+
+    Subclasses may also fill `self.contrast[split]` with (N, K', dim) embeddings of contrast captions: texts
+    that describe each image wrongly in one attribute (hard negatives for a matching-aware discriminator);
+    training batches then carry one of them per image as a third element.
 
     `stage1_shape`: the low resolution StackGAN's stage I uses on this data (model.stage1_shape defaults
     to it). `figure_captions`: the captions of the figures (null: the first caption of the first
@@ -67,6 +80,7 @@ class CaptionedDataModule(GANDataModule):
         self.stage1_shape = tuple(int(s) for s in stage1_shape) if stage1_shape else None
         self.figure_texts = list(figure_captions) if figure_captions else None
         self.captions: dict[str, list[list[str]]] = {}
+        self.contrast: dict[str, Tensor] = {}
 
     @property
     def has_labels(self) -> bool:
@@ -92,7 +106,10 @@ class CaptionedDataModule(GANDataModule):
         x, y = self.data[split]
         rank, world = self._rank()
         flip = self.flip and split == "train"
-        loader = CaptionLoader(x, y, batch_size, shuffle, drop_last, self.seed, True, rank, world, flip=flip)
+        contrast = self.contrast.get(split) if split == "train" else None
+        loader = CaptionLoader(
+            x, y, batch_size, shuffle, drop_last, self.seed, True, rank, world, flip=flip, contrast=contrast
+        )
         return loader.to(self._device())
 
     def figure_captions(self, n: int = 8) -> tuple[list[str], Tensor]:
@@ -202,6 +219,23 @@ def caption(scene: dict, i: int, templates: dict, rng: np.random.Generator) -> s
     )
 
 
+def contrast_scene(scene: dict, rng: np.random.Generator) -> dict:
+    """A copy of the scenes, each described wrongly in one way: one object's colour or shape changed, or (two
+    objects) their colours or shapes swapped. Its captions are hard negatives: they differ from a true caption
+    in a word or two, where another image's caption differs in everything."""
+    out = {k: np.array(v, copy=True) for k, v in scene.items()}
+    sizes = {"colour": len(COLOURS), "shape": len(SHAPES)}
+    for i in range(len(out["layout"])):
+        two = out["layout"][i] >= VERTICAL
+        kind = ["colour", "shape"][rng.integers(2)]
+        if two and rng.random() < 0.5 and out[kind][i, 0] != out[kind][i, 1]:
+            out[kind][i] = out[kind][i, ::-1]
+        else:
+            j = rng.integers(2) if two else 0
+            out[kind][i, j] = (out[kind][i, j] + rng.integers(1, sizes[kind])) % sizes[kind]
+    return out
+
+
 def shape_sdf(shape: int, dx: Tensor, dy: Tensor, r: Tensor) -> Tensor:
     """Signed distance in pixels (negative inside) to a circle, square or upward triangle of radius r."""
     if shape == 0:
@@ -256,6 +290,7 @@ class Shapes(CaptionedDataModule):
     The val split is held out twice over: its captions use templates never seen in training, and its
     two-object scenes pair object types (colour + shape) that never appear together in training
     (`val_pairs`, a fraction of all pairings). `scenes[split]` keeps every scene's attributes.
+    `contrast_captions` > 0: that many contrast captions per training image (`contrast_scene`).
     """
 
     def __init__(
@@ -267,6 +302,7 @@ class Shapes(CaptionedDataModule):
         two_objects: float = 0.5,
         val_pairs: float = 0.2,
         data_seed: int = 0,
+        contrast_captions: int = 0,
         **kwargs: Any,
     ):
         super().__init__(shape, **kwargs)
@@ -279,6 +315,9 @@ class Shapes(CaptionedDataModule):
             raise ConfigError("data=shapes needs n_train >= 1, n_val >= 0 and captions_per_image >= 1")
         if not 0 <= two_objects <= 1 or not 0 < val_pairs < 1:
             raise ConfigError("data=shapes needs two_objects in [0, 1] and val_pairs in (0, 1)")
+        if contrast_captions < 0:
+            raise ConfigError(f"data.contrast_captions must be >= 0, got {contrast_captions}")
+        self.contrast_k = contrast_captions
         self.n = {"train": n_train, "val": n_val}
         self.k, self.two_objects, self.val_pairs, self.data_seed = (
             captions_per_image,
@@ -307,4 +346,8 @@ class Shapes(CaptionedDataModule):
             self.scenes[split] = {k: torch.from_numpy(np.asarray(v)) for k, v in scene.items()}
             images = render(scene, self.shape[1], rng)
             out[split] = (images, encode_captions(self.text_encoder, self.captions[split]))
+            if self.contrast_k and split == "train":
+                wrong = [contrast_scene(scene, rng) for _ in range(self.contrast_k)]
+                texts = [[caption(w, j, templates, rng) for w in wrong] for j in range(self.n[split])]
+                self.contrast[split] = encode_captions(self.text_encoder, texts).float()
         return out

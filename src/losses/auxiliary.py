@@ -95,7 +95,8 @@ class MutualInfoTerm(AuxTerm):
     also recover the categorical codes from randomly shifted, rotated and scaled copies of the fakes,
     weighted by `invariance` x `weight_cat`. G can then no longer spend a code value on where a digit
     sits, how large it is or how it leans, so the categories go to what such changes keep: the class.
-    `augment`: the largest shift (fraction of the side), rotation (degrees) and scale change.
+    `augment`: the largest shift (fraction of the side), rotation (degrees) and scale change, and `thickness`:
+    the largest blend towards a 3x3 dilation (thicker strokes) or erosion (thinner), 0 for none.
     """
 
     head = "q"
@@ -118,10 +119,12 @@ class MutualInfoTerm(AuxTerm):
         self.cat_dims, self.cont_dim = [int(k) for k in cat_dims], int(cont_dim)
         self.weight_cat, self.weight_cont, self.cont_loss = weight_cat, weight_cont, cont_loss
         self.invariance = float(invariance)
-        self.augment = {"shift": 0.1, "rotate": 15.0, "scale": 0.15, **dict(augment or {})}
-        unknown = set(self.augment) - {"shift", "rotate", "scale"}
+        self.augment = {"shift": 0.1, "rotate": 15.0, "scale": 0.15, "thickness": 0.0, **dict(augment or {})}
+        unknown = set(self.augment) - {"shift", "rotate", "scale", "thickness"}
         if unknown:
-            raise ValueError(f"model.mi.augment: unknown keys {sorted(unknown)}; valid: shift, rotate, scale")
+            raise ValueError(
+                f"model.mi.augment: unknown keys {sorted(unknown)}; valid: shift, rotate, scale, thickness"
+            )
 
     @property
     def q_dim(self) -> int:
@@ -174,11 +177,17 @@ class MutualInfoTerm(AuxTerm):
         return out
 
 
-def random_affine(x: Tensor, shift: float, rotate: float, scale: float) -> Tensor:
+def random_affine(x: Tensor, shift: float, rotate: float, scale: float, thickness: float = 0.0) -> Tensor:
     """Each image shifted by up to `shift` x its side, rotated by up to `rotate` degrees and scaled by
-    up to 1 +- `scale`, uniformly at random; the border is filled with the image's minimum (background)."""
+    up to 1 +- `scale`, uniformly at random; the border is filled with the image's minimum (background).
+    `thickness` > 0: first blended by up to that much towards its 3x3 dilation or erosion (grey-scale max / min
+    filter: bright strokes get thicker or thinner)."""
     n = x.shape[0]
     u = lambda: torch.rand(n, device=x.device) * 2 - 1  # noqa: E731
+    if thickness:
+        t = (u() * thickness)[:, None, None, None].to(x.dtype)
+        grown, shrunk = F.max_pool2d(x, 3, 1, 1), -F.max_pool2d(-x, 3, 1, 1)
+        x = x + t.clamp(min=0) * (grown - x) + (-t).clamp(min=0) * (shrunk - x)
     angle, factor = u() * math.radians(rotate), 1 + u() * scale
     cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
     theta = torch.stack(

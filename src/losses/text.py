@@ -5,6 +5,7 @@ whatever adversarial loss is selected.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from src.losses.auxiliary import AuxTerm, Context
@@ -39,15 +40,30 @@ class MismatchTerm(AuxTerm):
     D objective E[log D(x, t)] + (E[log(1 - D(G(z, t), t))] + E[log(1 - D(x, t'))]) / 2 for the minimax
     loss, and its analogue for the others. Logged as train/d_<name>_mismatch; `acc` is the share of
     mismatched pairs D calls fake.
+
+    `contrast` > 0 (not in the paper): that share of the wrong texts are instead the data's contrast captions
+    of the same image (`ctx.module.contrast_text`, e.g. the caption with one colour or shape changed). Another
+    image's caption usually differs in everything, so D can tell it by colour alone; a contrast caption makes
+    D check each attribute, and G with it.
     """
 
-    def __init__(self, weight: float = 1.0):
+    def __init__(self, weight: float = 1.0, contrast: float = 0.0):
         super().__init__()
-        self.weight = weight
+        if not 0 <= contrast <= 1:
+            raise ValueError(f"model.mismatch_contrast must be in [0, 1], got {contrast}")
+        self.weight, self.contrast = weight, contrast
         self._wrong: Tensor | None = None
 
     def d_terms(self, ctx: Context) -> dict[str, Tensor]:
         wrong = ctx.labels.roll(1, 0)
+        if self.contrast:
+            hard = getattr(ctx.module, "contrast_text", None)
+            if hard is None:
+                raise ValueError(
+                    "model.mismatch_contrast > 0 needs contrast captions in the batches (data.contrast_captions > 0)"
+                )
+            pick = torch.rand(len(wrong), 1, device=wrong.device) < self.contrast
+            wrong = torch.where(pick, hard.to(wrong.dtype), wrong)
         self._wrong = ctx.module.discriminate(ctx.real, wrong).adv
         return {"mismatch": self.weight * ctx.module.loss.d_loss(ctx.d_real.adv, self._wrong)}
 

@@ -51,6 +51,7 @@ class GANModule(L.LightningModule):
         ema_decay: float | None = None,
         ema_start: int = 0,
         on_nonfinite: str = "stop",
+        d_batch: str = "separate",
     ):
         super().__init__()
         if n_critic < 1:
@@ -76,6 +77,9 @@ class GANModule(L.LightningModule):
         if on_nonfinite not in ("stop", "skip", "off"):
             raise ValueError(f"model.on_nonfinite must be stop, skip or off, got {on_nonfinite!r}")
         self.on_nonfinite, self.skipped = on_nonfinite, {"d": 0, "g": 0}
+        if d_batch not in ("separate", "joint"):
+            raise ValueError(f"model.d_batch must be 'separate' or 'joint', got {d_batch!r}")
+        self.d_batch = d_batch
         self._labelled: bool | None = None
         self.memory_format: torch.memory_format | None = None  # channels_last when perf.channels_last
         if ema_decay is not None and not 0 < ema_decay < 1:
@@ -209,8 +213,7 @@ class GANModule(L.LightningModule):
         latent = self.sample_latent(real.shape[0], labels)
         with torch.no_grad():
             fake, _ = self.split_extras(self.generate(latent))
-        d_real = self.discriminate(real, labels)
-        d_fake = self.discriminate(fake, latent.get("y"))
+        d_real, d_fake = self.discriminate_pair(real, labels, fake, latent.get("y"))
         ctx = Context(self, real, labels, latent, fake, d_real, d_fake)
         terms = {"adv": self.loss.d_loss(d_real.adv, d_fake.adv)}
         critic = lambda x: self.discriminate(x, labels).adv  # noqa: E731
@@ -229,12 +232,27 @@ class GANModule(L.LightningModule):
     def generator_step(self, opt: Any, real: Tensor, labels: Tensor | None, log: bool) -> None:
         latent = self.sample_latent(real.shape[0], labels)
         fake, extras = self.split_extras(self.generate(latent))
-        d_fake = self.discriminate(fake, latent.get("y"))
+        if self.d_batch == "joint":
+            d_fake = self.discriminate_pair(real, labels, fake, latent.get("y"))[1]
+        else:
+            d_fake = self.discriminate(fake, latent.get("y"))
         ctx = Context(self, real, labels, latent, fake, None, d_fake, extras)
         terms = {"adv": self.loss.g_loss(d_fake.adv)}
         for name, term in self.aux_terms.items():
             terms.update({f"{name}_{k}": v for k, v in term.g_terms(ctx).items()})
         self.optimize(opt, "g", terms, self.generator, log)
+
+    def discriminate_pair(
+        self, real: Tensor, labels: Tensor | None, fake: Tensor, fake_labels: Tensor | None
+    ) -> tuple[DOut, DOut]:
+        """D on the real and the fake batch: one after the other (`separate`), or as one batch (`joint`),
+        so that batch statistics (BatchNorm) are those of real and fake together, as at evaluation."""
+        if self.d_batch == "separate":
+            return self.discriminate(real, labels), self.discriminate(fake, fake_labels)
+        conditions = None if labels is None or fake_labels is None else torch.cat([labels, fake_labels])
+        both = self.discriminate(torch.cat([real, fake.to(real.dtype)]), conditions)
+        adv, *aux = [t.tensor_split(2) for t in (both.adv, *both.aux.values())]  # equal halves, packed or not
+        return tuple(DOut(adv[i], {k: v[i] for k, v in zip(both.aux, aux)}) for i in (0, 1))
 
     def optimize(self, opt: Any, phase: str, terms: dict[str, Tensor], net: nn.Module, log: bool) -> bool:
         """Backward the sum of the terms and step, unless a loss or gradient is not finite."""

@@ -66,6 +66,7 @@ class StackGAN(GANModule):
         c_dim: int = 128,
         kl_weight: float = 2.0,
         mismatch_weight: float = 1.0,
+        mismatch_contrast: float = 0.0,
         figure_captions: Sequence[str] | None = None,
         figure_rows: int = 8,
         figure_samples: int = 4,
@@ -114,7 +115,7 @@ class StackGAN(GANModule):
         if kl_weight:
             terms["ca"] = KLTerm(kl_weight)
         if mismatch_weight:
-            terms["match"] = MismatchTerm(mismatch_weight)
+            terms["match"] = MismatchTerm(mismatch_weight, mismatch_contrast)
         super().__init__(net_g, net_d, *args, latent_dim=latent_dim, aux_terms=terms, **kwargs)
         self.stage, self.chain = level, str(stage) == "both"
         self.text_encoder = text_encoder  # a plain object, not a submodule: never in the state dict
@@ -124,6 +125,8 @@ class StackGAN(GANModule):
         self.stage2_overrides = [str(o) for o in stage2_overrides]
         self.figure_texts = [str(t) for t in figure_captions or []]
         self.figure_rows, self.figure_samples = figure_rows, figure_samples
+        # The training batch's contrast captions, when the data has them (unpack_batch).
+        self.contrast_text: Tensor | None = None
         self.register_buffer("figure_embeddings", torch.zeros(len(self.figure_texts), text_dim))
 
     def train(self, mode: bool = True) -> StackGAN:
@@ -165,6 +168,8 @@ class StackGAN(GANModule):
         return DOut(self.discriminator(x, labels))
 
     def unpack_batch(self, batch: Any) -> tuple[Tensor, Tensor | None]:
+        # A third element: one contrast caption per image (CaptionedDataModule), for the mismatch term.
+        self.contrast_text = batch[2] if isinstance(batch, list | tuple) and len(batch) > 2 else None
         x, y = super().unpack_batch(batch)
         if y is None:
             raise DataError(
@@ -190,6 +195,14 @@ class StackGAN(GANModule):
                 f"data={datamodule.name} has images of shape {list(data)}; StackGAN here needs model.shape = data.shape "
                 f"(stage II's output, {list(self.image_shape)}) at least as large as model.stage1_shape={list(low)}"
             )
+        contrast = self.aux_terms["match"].contrast if "match" in self.aux_terms else 0
+        if contrast:
+            datamodule.setup()
+            if "train" not in getattr(datamodule, "contrast", {}):
+                raise ConfigError(
+                    f"model.mismatch_contrast={contrast} needs contrast captions, and data={datamodule.name} "
+                    "has none: set data.contrast_captions > 0 (data=shapes) or model.mismatch_contrast=0"
+                )
         texts, emb = datamodule.figure_captions(self.figure_rows)
         self.figure_texts = list(texts)
         self.figure_embeddings = emb.float().to(self.figure_embeddings.device)
