@@ -139,12 +139,16 @@ class MutualInfoTerm(AuxTerm):
         logvar = rest[:, self.cont_dim :].clamp(-8, 8) if self.cont_loss == "gaussian" else None
         return logits, mean, logvar
 
+    @staticmethod
+    def cat_loss(logits: list[Tensor], latent: dict[str, Tensor]) -> Tensor:
+        """Cross-entropy of Q's logits against the categorical codes G was given, summed over the codes."""
+        return sum(F.cross_entropy(lg, latent["c_cat"][:, i]) for i, lg in enumerate(logits))
+
     def loss(self, q: Tensor, latent: dict[str, Tensor]) -> dict[str, Tensor]:
         logits, mean, logvar = self.split(q)
         terms = {}
         if self.cat_dims:
-            ce = sum(F.cross_entropy(lg, latent["c_cat"][:, i]) for i, lg in enumerate(logits))
-            terms["mi_cat"] = self.weight_cat * ce
+            terms["mi_cat"] = self.weight_cat * self.cat_loss(logits, latent)
         if self.cont_dim:
             err = (latent["c_cont"].float() - mean) ** 2
             nll = 0.5 * (logvar + err * torch.exp(-logvar)) if logvar is not None else 0.5 * err
@@ -163,9 +167,7 @@ class MutualInfoTerm(AuxTerm):
         if ctx.fake.dim() != 4:
             raise ValueError("model.mi.invariance needs image data: it shifts, rotates and scales the fakes")
         q = ctx.module.discriminate(random_affine(ctx.fake, **self.augment)).aux[self.head]
-        logits, _, _ = self.split(q)
-        ce = sum(F.cross_entropy(lg, ctx.latent["c_cat"][:, i]) for i, lg in enumerate(logits))
-        return {"mi_cat_aug": self.invariance * self.weight_cat * ce}
+        return {"mi_cat_aug": self.invariance * self.weight_cat * self.cat_loss(self.split(q)[0], ctx.latent)}
 
     def stats(self, ctx: Context) -> dict[str, Tensor]:
         logits, mean, _ = self.split(ctx.d_fake.aux[self.head])
