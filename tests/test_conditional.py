@@ -107,6 +107,11 @@ def test_random_affine_moves_the_object_and_keeps_the_background():
     ink = (random_affine(stroke, 0.0, 0.0, 0.0, thickness=1.0) + 1).sum((1, 2, 3))
     base = (stroke + 1).sum((1, 2, 3))
     assert (ink > base + 1).any() and (ink < base - 1).any()  # thicker and thinner strokes, per image
+    slanted = random_affine(stroke, 0.0, 0.0, 0.0, shear=0.5)
+    top, bottom = slanted[:, 0, 7].argmax(1).float(), slanted[:, 0, 20].argmax(1).float()
+    lean = top - bottom  # the stroke's top moves sideways against its bottom: slanted handwriting
+    assert (lean > 2).any() and (lean < -2).any()
+    assert (random_affine(stroke, 0.0, 0.0, 0.0)[:, 0, 7].argmax(1) == 13).all()
 
 
 def test_invariance_term_reads_codes_from_transformed_fakes(tmp_path):
@@ -159,6 +164,33 @@ def test_joint_d_batch_scores_real_and_fake_in_one_batch(model, tmp_path):
         build_model(make_cfg([f"model={model}", "model.d_batch=both"], tmp_path))
 
 
+@pytest.mark.parametrize("model", ["dcgan", "cgan", "infogan"])
+def test_mode_seeking_term_compares_two_samples_of_one_condition(model, tmp_path):
+    """model.mode_seeking=w: G pays w / (image distance / noise distance) for a second draw of the same
+    labels / codes with fresh noise; a G that ignores its noise pays far more; it trains with every model."""
+    module = build_model(make_cfg([f"model={model}", "model.mode_seeking=2.0"], tmp_path))
+    term = module.aux_terms["ms"]
+    latent = module.sample_latent(8, torch.arange(8) % 10 if model == "cgan" else None)
+    redrawn, keys = module.resample_noise(latent)
+    assert keys == ["z"] and not torch.equal(redrawn["z"], latent["z"])
+    assert all(torch.equal(redrawn[k], v) for k, v in latent.items() if k != "z")  # same condition
+    fake = module.generate(latent)
+    ctx = Context(module, None, None, latent, fake, None, module.discriminate(fake, latent.get("y")))
+    loss = term.g_terms(ctx)["penalty"]
+    assert term.d_terms(ctx) == {} and torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.generator.parameters())
+    module.generate = lambda lat: fake[: lat["z"].shape[0]].detach() + 1e-3 * lat["z"].mean()  # noise ignored
+    assert term.g_terms(ctx)["penalty"] > 100 * loss.detach()
+    assert "ms" not in build_model(make_cfg([f"model={model}"], tmp_path)).aux_terms  # off by default
+    metrics, objects = run_train([f"model={model}", "model.mode_seeking=1.0", *TINY], tmp_path / "run")
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
+        values = [float(r["train/g_ms_penalty"]) for r in csv.DictReader(f) if r.get("train/g_ms_penalty")]
+    assert len(values) == 3 and all(math.isfinite(v) and v > 0 for v in values) and len(set(values)) > 1
+    with pytest.raises(ValueError, match="model.mode_seeking must be >= 0"):
+        build_model(make_cfg([f"model={model}", "model.mode_seeking=-1"], tmp_path))
+
+
 def test_discriminator_fc_norm_is_its_own_setting():
     from src.models.networks import DCGANDiscriminator
 
@@ -168,6 +200,17 @@ def test_discriminator_fc_norm_is_its_own_setting():
     assert "BatchNorm1d" not in kinds(net) and "BatchNorm2d" in kinds(net)
     with pytest.raises(ValueError, match="valid choices"):
         DCGANDiscriminator((1, 28, 28), fc_dim=32, fc_norm="weird")
+
+
+def test_discriminator_leak_sets_every_leaky_relu(tmp_path):
+    """model.discriminator.leak: the negative slope of D's LeakyReLUs, the Q head's included (InfoGAN: 0.1)."""
+    module = build_model(make_cfg(["model=infogan", "model.discriminator.leak=0.1"], tmp_path))
+    slopes = {m.negative_slope for m in module.discriminator.modules() if isinstance(m, torch.nn.LeakyReLU)}
+    assert slopes == {0.1}
+    default = build_model(make_cfg(["model=infogan"], tmp_path))
+    assert {
+        m.negative_slope for m in default.discriminator.modules() if isinstance(m, torch.nn.LeakyReLU)
+    } == {0.2}
 
 
 def test_figures_have_the_expected_grids(tmp_path):

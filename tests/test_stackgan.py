@@ -216,6 +216,24 @@ def test_terms_can_be_turned_off(tmp_path):
     assert len(module.aux_terms) == 0
 
 
+def test_mode_seeking_redraws_every_noise_of_both_stages(stage1, tmp_path):
+    """model.mode_seeking: a second sample of the same caption redraws z and the CA noise (and, in stage II,
+    stage I's CA noise), never the text; it trains in both stages."""
+    for stage in (["model.stage=1"], ["model.stage=2", f"model.stage1_ckpt={stage1}"]):
+        module = build_model(make_cfg([*TINY, *stage, "model.mode_seeking=1"], tmp_path))
+        latent = module.sample_latent(4)
+        other, keys = module.resample_noise(latent)
+        assert set(keys) == set(latent) - {"y"} and torch.equal(other["y"], latent["y"])
+        assert all(not torch.equal(other[k], latent[k]) for k in keys)
+        fake = module.generate(latent)[0]
+        ctx = Context(module, None, None, latent, fake, None, module.discriminate(fake, latent["y"]))
+        assert torch.isfinite(module.aux_terms["ms"].g_terms(ctx)["penalty"])
+        run = tmp_path / stage[0][-1]
+        run_train([*QUIET, *stage, "model.mode_seeking=1"], run)
+        values = logged(run, "train/g_ms_penalty")
+        assert len(values) == 3 and all(math.isfinite(v) and v > 0 for v in values)
+
+
 # --- stage I for stage II ----------------------------------------------------------------------------------
 
 

@@ -83,6 +83,28 @@ class ClassTerm(AuxTerm):
         return out
 
 
+class ModeSeekingTerm(AuxTerm):
+    """Mode seeking (Mao et al. 2019, MSGAN): G draws a second sample of the same condition (label, codes,
+    text) with fresh noise and is penalised by weight / (mean |G(c, z1) - G(c, z2)| / mean |z1 - z2|), so
+    that it cannot ignore the noise and give one image per condition. G phase only; `fraction` of the
+    batch is redrawn (one more G pass over that many samples)."""
+
+    def __init__(self, weight: float = 1.0, fraction: float = 0.5, eps: float = 1e-5):
+        super().__init__()
+        if not 0 < fraction <= 1:
+            raise ValueError(f"mode-seeking fraction must be in (0, 1], got {fraction}")
+        self.weight, self.fraction, self.eps = weight, fraction, eps
+
+    def g_terms(self, ctx: Context) -> dict[str, Tensor]:
+        n = max(2, round(ctx.fake.shape[0] * self.fraction))
+        latent = {k: v[:n] for k, v in ctx.latent.items()}
+        other, redrawn = ctx.module.resample_noise(latent)
+        fake2 = ctx.module.split_extras(ctx.module.generate(other))[0]
+        image_gap = (fake2.float() - ctx.fake[:n].float()).abs().mean()
+        noise_gap = torch.cat([(other[k] - latent[k]).flatten(1) for k in redrawn], 1).abs().mean()
+        return {"penalty": self.weight / (image_gap / noise_gap + self.eps)}
+
+
 class MutualInfoTerm(AuxTerm):
     """InfoGAN's variational lower bound on I(c; G(z, c)) (Chen et al. 2016), weighted by lambda.
 
@@ -95,8 +117,9 @@ class MutualInfoTerm(AuxTerm):
     also recover the categorical codes from randomly shifted, rotated and scaled copies of the fakes,
     weighted by `invariance` x `weight_cat`. G can then no longer spend a code value on where a digit
     sits, how large it is or how it leans, so the categories go to what such changes keep: the class.
-    `augment`: the largest shift (fraction of the side), rotation (degrees) and scale change, and `thickness`:
-    the largest blend towards a 3x3 dilation (thicker strokes) or erosion (thinner), 0 for none.
+    `augment`: the largest shift (fraction of the side), rotation (degrees) and scale change, `thickness`:
+    the largest blend towards a 3x3 dilation (thicker strokes) or erosion (thinner), and `shear`: the largest
+    slant (x += k * y); 0 for none.
     """
 
     head = "q"
@@ -119,11 +142,18 @@ class MutualInfoTerm(AuxTerm):
         self.cat_dims, self.cont_dim = [int(k) for k in cat_dims], int(cont_dim)
         self.weight_cat, self.weight_cont, self.cont_loss = weight_cat, weight_cont, cont_loss
         self.invariance = float(invariance)
-        self.augment = {"shift": 0.1, "rotate": 15.0, "scale": 0.15, "thickness": 0.0, **dict(augment or {})}
-        unknown = set(self.augment) - {"shift", "rotate", "scale", "thickness"}
+        self.augment = {
+            "shift": 0.1,
+            "rotate": 15.0,
+            "scale": 0.15,
+            "thickness": 0.0,
+            "shear": 0.0,
+            **dict(augment or {}),
+        }
+        unknown = set(self.augment) - {"shift", "rotate", "scale", "thickness", "shear"}
         if unknown:
             raise ValueError(
-                f"model.mi.augment: unknown keys {sorted(unknown)}; valid: shift, rotate, scale, thickness"
+                f"model.mi.augment: unknown keys {sorted(unknown)}; valid: shift, rotate, scale, thickness, shear"
             )
 
     @property
@@ -179,11 +209,13 @@ class MutualInfoTerm(AuxTerm):
         return out
 
 
-def random_affine(x: Tensor, shift: float, rotate: float, scale: float, thickness: float = 0.0) -> Tensor:
+def random_affine(
+    x: Tensor, shift: float, rotate: float, scale: float, thickness: float = 0.0, shear: float = 0.0
+) -> Tensor:
     """Each image shifted by up to `shift` x its side, rotated by up to `rotate` degrees and scaled by
     up to 1 +- `scale`, uniformly at random; the border is filled with the image's minimum (background).
     `thickness` > 0: first blended by up to that much towards its 3x3 dilation or erosion (grey-scale max / min
-    filter: bright strokes get thicker or thinner)."""
+    filter: bright strokes get thicker or thinner). `shear` > 0: slanted by up to that much (x += k * y)."""
     n = x.shape[0]
     u = lambda: torch.rand(n, device=x.device) * 2 - 1  # noqa: E731
     if thickness:
@@ -192,8 +224,13 @@ def random_affine(x: Tensor, shift: float, rotate: float, scale: float, thicknes
         x = x + t.clamp(min=0) * (grown - x) + (-t).clamp(min=0) * (shrunk - x)
     angle, factor = u() * math.radians(rotate), 1 + u() * scale
     cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
+    k = u() * shear if shear else 0.0  # x += k * y: the slant of handwriting
     theta = torch.stack(
-        [torch.stack([cos, -sin, u() * 2 * shift], 1), torch.stack([sin, cos, u() * 2 * shift], 1)], 1
+        [
+            torch.stack([cos + k * sin, -sin + k * cos, u() * 2 * shift], 1),
+            torch.stack([sin, cos, u() * 2 * shift], 1),
+        ],
+        1,
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     floor = x.detach().flatten(1).amin(1)[:, None, None, None].float()

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from src.errors import ConfigError, NonFiniteError
 from src.losses import AdversarialLoss
-from src.losses.auxiliary import AuxTerm, Context, DOut
+from src.losses.auxiliary import AuxTerm, Context, DOut, ModeSeekingTerm
 from src.models.optim import build_optimizer
 from src.utils.figures import image_grid
 from src.utils.run import last_checkpoint
@@ -52,6 +52,7 @@ class GANModule(L.LightningModule):
         ema_start: int = 0,
         on_nonfinite: str = "stop",
         d_batch: str = "separate",
+        mode_seeking: float = 0.0,
     ):
         super().__init__()
         if n_critic < 1:
@@ -68,6 +69,10 @@ class GANModule(L.LightningModule):
         self.generator, self.discriminator, self.loss = generator, discriminator, loss
         self.loss.check(self.critic)
         self.aux_terms = nn.ModuleDict(aux_terms or {})
+        if mode_seeking < 0:
+            raise ValueError(f"model.mode_seeking must be >= 0 (0: off), got {mode_seeking}")
+        if mode_seeking:
+            self.aux_terms["ms"] = ModeSeekingTerm(mode_seeking)
         self.optimizer_g, self.optimizer_d = _plain(optimizer_g), _plain(optimizer_d)
         self.lr_schedule = _plain(lr_schedule or {"name": "constant"})
         for options in (self.optimizer_g, self.optimizer_d):  # validate now, not when fit starts
@@ -102,6 +107,11 @@ class GANModule(L.LightningModule):
     ) -> dict[str, Tensor]:
         """Everything G needs for n samples. `labels` are the real batch's labels, if any."""
         return {"z": self.sample_noise(n, self.latent_dim, generator)}
+
+    def resample_noise(self, latent: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+        """The latent with fresh noise and the same conditions (labels, codes, text), and the names of the
+        entries redrawn (the mode-seeking term compares samples of one condition)."""
+        return {**latent, "z": self.sample_noise(latent["z"].shape[0], latent["z"].shape[1])}, ["z"]
 
     def run_generator(self, net: nn.Module, latent: dict[str, Tensor]) -> Tensor:
         """Call a generator network (the trained one or its EMA) on a latent dict."""

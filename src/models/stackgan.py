@@ -151,6 +151,13 @@ class StackGAN(GANModule):
             latent["eps1"] = self.normal(n, self.stage1_spec["c_dim"], generator)
         return latent
 
+    def resample_noise(self, latent: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+        n = latent["y"].shape[0]
+        fresh = {"z": self.sample_noise(n, self.latent_dim), "eps": self.normal(n, self.c_dim)}
+        if "eps1" in latent:
+            fresh["eps1"] = self.normal(n, self.stage1_spec["c_dim"])
+        return {**latent, **fresh}, list(fresh)
+
     def normal(self, n: int, dim: int, generator: torch.Generator | None = None) -> Tensor:
         device = self.device if generator is None else generator.device
         return torch.randn(n, dim, device=device, generator=generator).to(self.device)

@@ -125,7 +125,8 @@ class AuxHeadDiscriminator(nn.Module):
         feat, hidden = self.net.feature_dim, self.head_hidden
         if hidden:
             self.heads[name] = nn.Sequential(
-                nn.Linear(feat, hidden), norm_layer(self.head_norm, hidden, 1), activation("leaky_relu"),
+                nn.Linear(feat, hidden), norm_layer(self.head_norm, hidden, 1),
+                activation("leaky_relu", getattr(self.net, "leak", 0.2)),
                 nn.Linear(hidden, out_dim),
             )  # fmt: skip
         else:

@@ -95,6 +95,7 @@ class DCGANDiscriminator(nn.Module):
         max_channels: int = 512,
         norm: str = "batch",
         act: str = "leaky_relu",
+        leak: float = 0.2,
         pack: int = 1,
         in_extra: int = 0,
         fc_dim: int | None = None,
@@ -105,6 +106,7 @@ class DCGANDiscriminator(nn.Module):
         """`fc_dim`: a fully connected hidden layer after the convolutions (InfoGAN's FC 1024), normalised
         with `fc_norm` (null: `norm`). BatchNorm there standardises each feature over a batch of only real
         or only fake images right before the score, which can leave D unable to tell them apart.
+        `leak`: the negative slope of leaky_relu (DCGAN 0.2; the InfoGAN paper 0.1, its code 0.01).
         `mbstd`: minibatch standard deviation over groups of that many samples (0: off)."""
         super().__init__()
         check_norm(norm, "DCGANDiscriminator")
@@ -112,13 +114,16 @@ class DCGANDiscriminator(nn.Module):
         check_norm(fc_norm, "DCGANDiscriminator (fc_norm)")
         if pack < 1:
             raise ValueError(f"pack must be >= 1, got {pack}")
-        self.shape, self.pack = tuple(shape), pack
+        self.shape, self.pack, self.leak = tuple(shape), pack, leak
         c_in, s0, k = dcgan_layout(shape, "model=dcgan discriminator")
         chans = [min(base_channels * 2**i, max_channels) for i in range(k)]
-        layers = [weight_layer(nn.Conv2d(pack * (c_in + in_extra), chans[0], 4, 2, 1), norm), activation(act)]
+        layers = [
+            weight_layer(nn.Conv2d(pack * (c_in + in_extra), chans[0], 4, 2, 1), norm),
+            activation(act, leak),
+        ]
         for c, c_next in zip(chans[:-1], chans[1:]):
             layers += [weight_layer(nn.Conv2d(c, c_next, 4, 2, 1, bias=norm in ("none", "spectral")), norm)]
-            layers += [norm_layer(norm, c_next, 2), activation(act)]
+            layers += [norm_layer(norm, c_next, 2), activation(act, leak)]
         layers.append(nn.Flatten())
         self.feature_dim = chans[-1] * s0 * s0
         if fc_dim:
@@ -126,7 +131,7 @@ class DCGANDiscriminator(nn.Module):
                 weight_layer(nn.Linear(self.feature_dim, fc_dim), fc_norm),
                 norm_layer(fc_norm, fc_dim, 1),
             ]
-            layers.append(activation(act))
+            layers.append(activation(act, leak))
             self.feature_dim = fc_dim
         if mbstd:
             layers.append(MinibatchStd(mbstd))

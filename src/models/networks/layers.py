@@ -64,10 +64,11 @@ class MinibatchStd(nn.Module):
         return torch.cat([h, std.to(h.dtype).repeat(g)[:, None]], 1)
 
 
-def activation(name: str) -> nn.Module:
+def activation(name: str, leak: float = 0.2) -> nn.Module:
+    """`leak`: the negative slope of leaky_relu."""
     acts = {
         "relu": nn.ReLU(),
-        "leaky_relu": nn.LeakyReLU(0.2),
+        "leaky_relu": nn.LeakyReLU(leak),
         "elu": nn.ELU(),
         "silu": nn.SiLU(),
         "tanh": nn.Tanh(),
