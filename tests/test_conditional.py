@@ -137,6 +137,76 @@ def test_invariance_term_reads_codes_from_transformed_fakes(tmp_path):
         MutualInfoTerm(augment={"flip": 1})
 
 
+def test_real_image_terms_ask_q_for_balanced_confident_categories(tmp_path):
+    """model.mi.real_balance / real_confidence: on real images Q should use every value of c1 equally
+    (batch marginal near uniform) and each confidently (low entropy); no data labels are read."""
+    term = MutualInfoTerm(cat_dims=[10], cont_dim=0, real_balance=1.0, real_confidence=1.0)
+    latent = {"c_cat": (torch.arange(20) % 10)[:, None]}
+    fake = DOut(torch.zeros(20), {"q": torch.zeros(20, 10)})
+
+    def real_terms(q_real, labels=None):
+        ctx = Context(
+            None,
+            torch.zeros(20, 1),
+            labels,
+            latent,
+            torch.zeros(20, 1),
+            DOut(torch.zeros(20), {"q": q_real}),
+            fake,
+        )
+        return {k: v.item() for k, v in term.d_terms(ctx).items() if k.startswith("real_")}
+
+    spread = torch.nn.functional.one_hot(torch.arange(20) % 10, 10).float() * 30
+    one_class = torch.nn.functional.one_hot(torch.full((20,), 3), 10).float() * 30
+    assert real_terms(spread)["real_balance"] < 1e-6 and real_terms(spread)["real_confidence"] < 1e-6
+    assert real_terms(one_class)["real_balance"] == pytest.approx(math.log(10), abs=1e-4)  # all on one value
+    assert real_terms(torch.zeros(20, 10))["real_confidence"] == pytest.approx(
+        math.log(10), abs=1e-4
+    )  # unsure
+    assert real_terms(spread, torch.full((20,), 3)) == real_terms(spread)  # the data labels play no part
+    ctx = Context(None, None, None, latent, torch.zeros(20, 1), None, fake)
+    assert set(term.g_terms(ctx)) == {"mi_cat"}  # D phase only: G never sees the real batch
+    assert not any(
+        k.startswith("real_")
+        for k in MutualInfoTerm(cont_dim=0).d_terms(
+            Context(None, None, None, latent, torch.zeros(20, 1), DOut(torch.zeros(20), {"q": spread}), fake)
+        )
+    )
+    with pytest.raises(ValueError, match="real_balance, real_confidence and real_consistency must be >= 0"):
+        MutualInfoTerm(real_consistency=-1)
+
+
+def test_real_consistency_asks_q_for_the_same_c1_on_a_moved_real_image(tmp_path):
+    """model.mi.real_consistency: Q's c1 on a shifted / rotated / scaled real image must match its c1 on the
+    image itself; with no movement the term is zero; it trains D (and Q) only; the default turns it on."""
+    module = build_model(make_cfg(["model=infogan"], tmp_path))
+    term = module.aux_terms["info"]
+    assert (term.real_balance, term.real_confidence, term.real_consistency) == (1.0, 0.5, 1.0)
+    real = torch.rand(16, 1, 28, 28) * 2 - 1
+    latent = module.sample_latent(16)
+    fake = module.generate(latent).detach()
+    d_real, d_fake = module.discriminate_pair(real, None, fake, None)
+    ctx = Context(module, real, None, latent, fake, d_real, d_fake)
+    torch.manual_seed(0)
+    moved = term.d_terms(ctx)["real_consistency"]
+    assert torch.isfinite(moved) and moved > 0
+    moved.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.discriminator.parameters())
+    term.augment = dict.fromkeys(term.augment, 0.0)
+    d_real = module.discriminate_pair(real, None, fake, None)[0]
+    still = term.d_terms(Context(module, real, None, latent, fake, d_real, d_fake))["real_consistency"]
+    assert still.abs() < 1e-4 < moved  # the same image: nothing to be consistent about
+    assert "real_consistency" not in term.g_terms(ctx)
+    paper = build_model(make_cfg(["experiment=infogan_mnist"], tmp_path)).aux_terms["info"]
+    assert not (paper.real_balance or paper.real_confidence or paper.real_consistency)  # the paper has none
+    run_train(["model=infogan", *TINY], tmp_path / "run")  # the default logs all three, each step its own
+    keys = [f"train/d_info_real_{k}" for k in ("balance", "confidence", "consistency")]
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
+        values = [tuple(float(r[k]) for k in keys) for r in csv.DictReader(f) if r.get(keys[0])]
+    assert len(values) == 3 and all(math.isfinite(v) and v >= 0 for row in values for v in row), values
+    assert all(len({row[i] for row in values}) == 3 for i in range(3)), values
+
+
 @pytest.mark.parametrize("model", ["dcgan", "cgan", "infogan"])
 def test_joint_d_batch_scores_real_and_fake_in_one_batch(model, tmp_path):
     """model.d_batch=joint: one D pass over real + fake. Without BatchNorm it equals two passes; with it,

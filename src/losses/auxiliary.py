@@ -120,6 +120,12 @@ class MutualInfoTerm(AuxTerm):
     `augment`: the largest shift (fraction of the side), rotation (degrees) and scale change, `thickness`:
     the largest blend towards a 3x3 dilation (thicker strokes) or erosion (thinner), and `shear`: the largest
     slant (x += k * y); 0 for none.
+
+    `real_balance`, `real_confidence`, `real_consistency` > 0 (not in the InfoGAN paper; IMSAT's objective, Hu et
+    al. 2017): in the D phase Q also clusters the unlabelled real batch with its categorical codes, using every
+    value equally over the batch (KL of the batch-mean prediction to uniform), each confidently (mean entropy),
+    and giving a moved copy of a real image (`augment`) the prediction of the image itself (KL). G never sees
+    these terms; through the MI term it learns to draw what Q's categories hold on real data.
     """
 
     head = "q"
@@ -133,6 +139,9 @@ class MutualInfoTerm(AuxTerm):
         cont_loss: str = "gaussian",
         invariance: float = 0.0,
         augment: Mapping[str, float] | None = None,
+        real_balance: float = 0.0,
+        real_confidence: float = 0.0,
+        real_consistency: float = 0.0,
     ):
         super().__init__()
         if cont_loss not in ("gaussian", "mse"):
@@ -142,6 +151,13 @@ class MutualInfoTerm(AuxTerm):
         self.cat_dims, self.cont_dim = [int(k) for k in cat_dims], int(cont_dim)
         self.weight_cat, self.weight_cont, self.cont_loss = weight_cat, weight_cont, cont_loss
         self.invariance = float(invariance)
+        if min(real_balance, real_confidence, real_consistency) < 0:
+            raise ValueError(
+                "model.mi.real_balance, real_confidence and real_consistency must be >= 0, got "
+                f"{real_balance}, {real_confidence}, {real_consistency}"
+            )
+        self.real_balance, self.real_confidence = float(real_balance), float(real_confidence)
+        self.real_consistency = float(real_consistency)
         self.augment = {
             "shift": 0.1,
             "rotate": 15.0,
@@ -186,10 +202,43 @@ class MutualInfoTerm(AuxTerm):
         return terms
 
     def d_terms(self, ctx: Context) -> dict[str, Tensor]:
-        return {**self.loss(ctx.d_fake.aux[self.head], ctx.latent), **self.invariance_terms(ctx)}
+        return {
+            **self.loss(ctx.d_fake.aux[self.head], ctx.latent),
+            **self.invariance_terms(ctx),
+            **self.real_terms(ctx),
+        }
 
     def g_terms(self, ctx: Context) -> dict[str, Tensor]:
         return {**self.loss(ctx.d_fake.aux[self.head], ctx.latent), **self.invariance_terms(ctx)}
+
+    def real_terms(self, ctx: Context) -> dict[str, Tensor]:
+        """IMSAT's clustering objective for Q's categorical codes on the (unlabelled) real batch."""
+        weights = {
+            "real_balance": self.real_balance,
+            "real_confidence": self.real_confidence,
+            "real_consistency": self.real_consistency,
+        }
+        if not any(weights.values()) or not self.cat_dims or ctx.d_real is None:
+            return {}
+        logits = self.split(ctx.d_real.aux[self.head])[0]
+        moved = [None] * len(logits)
+        if self.real_consistency:
+            if ctx.real.dim() != 4:
+                raise ValueError(
+                    "model.mi.real_consistency needs image data: it shifts, rotates and scales the reals"
+                )
+            moved = self.split(
+                ctx.module.discriminate(random_affine(ctx.real, **self.augment)).aux[self.head]
+            )[0]
+        sums = dict.fromkeys(weights, 0.0)
+        for lg, mv in zip(logits, moved):
+            p, log_p = lg.softmax(1), lg.log_softmax(1)
+            marginal = p.mean(0)
+            sums["real_balance"] += (marginal * (marginal.clamp_min(1e-8) * marginal.numel()).log()).sum()
+            sums["real_confidence"] += -(p * log_p).sum(1).mean()
+            if mv is not None:
+                sums["real_consistency"] += F.kl_div(mv.log_softmax(1), p.detach(), reduction="batchmean")
+        return {k: w * sums[k] for k, w in weights.items() if w}
 
     def invariance_terms(self, ctx: Context) -> dict[str, Tensor]:
         if not self.invariance or not self.cat_dims:

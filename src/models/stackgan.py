@@ -152,10 +152,8 @@ class StackGAN(GANModule):
         return latent
 
     def resample_noise(self, latent: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
-        n = latent["y"].shape[0]
-        fresh = {"z": self.sample_noise(n, self.latent_dim), "eps": self.normal(n, self.c_dim)}
-        if "eps1" in latent:
-            fresh["eps1"] = self.normal(n, self.stage1_spec["c_dim"])
+        fresh = self.sample_latent(latent["y"].shape[0], latent["y"])
+        del fresh["y"]  # the text stays: only the noise is redrawn
         return {**latent, **fresh}, list(fresh)
 
     def normal(self, n: int, dim: int, generator: torch.Generator | None = None) -> Tensor:
