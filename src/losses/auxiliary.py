@@ -221,15 +221,11 @@ class MutualInfoTerm(AuxTerm):
         if not any(weights.values()) or not self.cat_dims or ctx.d_real is None:
             return {}
         logits = self.split(ctx.d_real.aux[self.head])[0]
-        moved = [None] * len(logits)
-        if self.real_consistency:
-            if ctx.real.dim() != 4:
-                raise ValueError(
-                    "model.mi.real_consistency needs image data: it shifts, rotates and scales the reals"
-                )
-            moved = self.split(
-                ctx.module.discriminate(random_affine(ctx.real, **self.augment)).aux[self.head]
-            )[0]
+        moved = (
+            self.moved_logits(ctx, ctx.real, "real_consistency")
+            if self.real_consistency
+            else [None] * len(logits)
+        )
         sums = dict.fromkeys(weights, 0.0)
         for lg, mv in zip(logits, moved):
             p, log_p = lg.softmax(1), lg.log_softmax(1)
@@ -243,10 +239,14 @@ class MutualInfoTerm(AuxTerm):
     def invariance_terms(self, ctx: Context) -> dict[str, Tensor]:
         if not self.invariance or not self.cat_dims:
             return {}
-        if ctx.fake.dim() != 4:
-            raise ValueError("model.mi.invariance needs image data: it shifts, rotates and scales the fakes")
-        q = ctx.module.discriminate(random_affine(ctx.fake, **self.augment)).aux[self.head]
-        return {"mi_cat_aug": self.invariance * self.weight_cat * self.cat_loss(self.split(q)[0], ctx.latent)}
+        logits = self.moved_logits(ctx, ctx.fake, "invariance")
+        return {"mi_cat_aug": self.invariance * self.weight_cat * self.cat_loss(logits, ctx.latent)}
+
+    def moved_logits(self, ctx: Context, x: Tensor, option: str) -> list[Tensor]:
+        """Q's categorical logits for randomly shifted / rotated / scaled copies of the images x."""
+        if x.dim() != 4:
+            raise ValueError(f"model.mi.{option} needs image data: it shifts, rotates and scales the images")
+        return self.split(ctx.module.discriminate(random_affine(x, **self.augment)).aux[self.head])[0]
 
     def stats(self, ctx: Context) -> dict[str, Tensor]:
         logits, mean, _ = self.split(ctx.d_fake.aux[self.head])
