@@ -20,7 +20,7 @@ from src.build import build_datamodule, build_model
 from src.checkpoint import build_from_checkpoint
 from src.errors import ConfigError, DataNotFoundError
 from src.losses.auxiliary import Context
-from src.losses.text import KLTerm, MismatchTerm, kl_to_standard_normal
+from src.losses.text import KLTerm, MismatchTerm, TextMatchTerm, contrastive, kl_to_standard_normal
 from src.text.encoders import BagOfNgrams, PrecomputedEmbeddings, SentenceTransformerEncoder
 
 LOSSES = ["minimax", "nonsaturating", "lsgan", "hinge", "wgan", "wgan_gp"]
@@ -209,6 +209,67 @@ def test_mismatch_contrast_uses_the_batch_contrast_captions(tmp_path):
     run = tmp_path / "run"
     run_train([*QUIET, "data.contrast_captions=2", "model.mismatch_contrast=0.5"], run)
     assert all(math.isfinite(v) for v in logged(run, "train/d_match_mismatch"))
+
+
+def test_contrastive_loss_is_low_when_each_image_is_nearest_its_own_text():
+    torch.manual_seed(0)
+    text = torch.randn(6, 16)
+    none = torch.zeros(6, 6, dtype=torch.bool)
+    aligned, acc = contrastive(text + 0.01 * torch.randn(6, 16), text, none, 0.1)
+    shuffled, acc_shuffled = contrastive(text.roll(1, 0), text, none, 0.1)
+    assert acc == 1 and acc_shuffled == 0 and aligned < 0.1 < math.log(6) < shuffled
+    # Two images with the same caption: neither is the other's negative, so the loss does not punish them.
+    twins = torch.cat([text[:1], text[:1], text[2:]])
+    image = torch.cat([text[:1], text[:1], text[2:]])
+    same = (twins[:, None] == twins[None]).all(2)
+    masked, _ = contrastive(image, twins, same, 0.1)
+    unmasked, _ = contrastive(image, twins, none, 0.1)
+    assert masked < 0.01 and abs(unmasked - 2 * math.log(2) / 6) < 0.01  # the twins split their odds
+    with pytest.raises(ValueError, match="text_match_temperature > 0, got 1.0 and 0.0"):
+        TextMatchTerm(1.0, 0.0)
+
+
+def test_text_match_term_trains_d_embeddings_on_reals_and_g_on_fakes(stage1, tmp_path):
+    """model.text_match: D's embedding heads exist only then; the D phase's term reads real images and their
+    captions, the G phase's the fakes and the captions they were drawn for; both stages train with it."""
+    assert build_model(make_cfg(TINY, tmp_path)).discriminator.embed is None
+    module = build_model(make_cfg([*TINY, "model.text_match=2"], tmp_path))
+    term = module.aux_terms["itc"]
+    assert isinstance(term, TextMatchTerm) and term.weight == 2
+    enc = BagOfNgrams(32)
+    emb = enc.encode(
+        ["a small red circle", "a large blue square", "a tiny green triangle", "a big white disc"]
+    )
+    real = torch.rand(4, 3, 16, 16) * 2 - 1
+    latent = module.sample_latent(4, emb, generator=torch.Generator().manual_seed(0))
+    fake = module.generate(latent)[0]
+    d_real, d_fake = module.discriminate(real, emb), module.discriminate(fake, emb)
+    assert d_real.aux["image"].shape == (4, 128) and d_real.aux["text"].shape == (4, 128)
+    ctx = Context(module, real, emb, latent, fake, d_real, d_fake)
+    d_value = term.d_terms(ctx)["real"]
+    expected = contrastive(d_real.aux["image"], d_real.aux["text"], torch.eye(4, dtype=torch.bool), 0.1)[0]
+    assert torch.allclose(d_value, 2 * expected)
+    other = module.discriminate(real, emb.flip(0))
+    assert not torch.allclose(
+        d_value, term.d_terms(Context(module, real, emb.flip(0), latent, fake, other, d_fake))["real"]
+    )
+    d_value.backward()
+    assert module.discriminator.embed["image"].weight.grad.abs().sum() > 0
+    assert module.discriminator.embed["text"].weight.grad.abs().sum() > 0
+    assert module.generator.ca.fc.weight.grad is None  # reals only: G plays no part in D's term
+    g_value = term.g_terms(Context(module, None, None, latent, fake, None, d_fake))["fake"]
+    g_value.backward()
+    assert module.generator.ca.fc.weight.grad.abs().sum() > 0
+    assert set(term.stats(ctx)) == {"real_acc", "fake_acc"}
+    for stage in (["model.stage=1"], ["model.stage=2", f"model.stage1_ckpt={stage1}"]):
+        run = tmp_path / stage[0][-1]
+        run_train([*QUIET, *stage, "model.text_match=1"], run)
+        for key in ("train/d_itc_real", "train/g_itc_fake"):
+            values = logged(run, key)
+            assert len(values) == 3 and all(math.isfinite(v) and v > 0 for v in values), (key, values)
+            assert len(set(values)) > 1, (key, values)
+    with pytest.raises(ConfigError, match=r"model.text_match=1 needs D's embedding heads.*embed_dim > 0"):
+        build_model(make_cfg([*TINY, "model.text_match=1", "model.discriminator.embed_dim=0"], tmp_path))
 
 
 def test_terms_can_be_turned_off(tmp_path):

@@ -1,14 +1,15 @@
-"""Auxiliary terms of text-conditioned GANs (StackGAN): the conditioning-augmentation KL and the
-matching-aware discriminator's mismatched-text term. Like the AC and InfoGAN terms, they are added to
-whatever adversarial loss is selected.
+"""Auxiliary terms of text-conditioned GANs (StackGAN): the conditioning-augmentation KL, the
+matching-aware discriminator's mismatched-text term and an image-text contrastive term. Like the AC and
+InfoGAN terms, they are added to whatever adversarial loss is selected.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from src.losses.auxiliary import AuxTerm, Context
+from src.losses.auxiliary import AuxTerm, Context, DOut
 
 
 def kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -70,3 +71,51 @@ class MismatchTerm(AuxTerm):
     def stats(self, ctx: Context) -> dict[str, Tensor]:
         loss, real, wrong = ctx.module.loss, ctx.d_real.adv.detach(), self._wrong.detach()
         return {"acc": loss.accuracy(real, wrong)[1], "d_wrong": loss.prob(wrong).mean()}
+
+
+def contrastive(image: Tensor, text: Tensor, same: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """(InfoNCE loss both ways over the batch, share of images whose own text scores highest). `same`: (B, B)
+    pairs with identical texts, left out as negatives."""
+    logits = F.normalize(image.float(), dim=1) @ F.normalize(text.float(), dim=1).T / temperature
+    logits = logits.masked_fill(same & ~torch.eye(len(same), dtype=torch.bool, device=same.device), -1e4)
+    target = torch.arange(len(logits), device=logits.device)
+    loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    return loss, (logits.argmax(1) == target).float().mean()
+
+
+class TextMatchTerm(AuxTerm):
+    """Image-text contrastive term (not in StackGAN; the sentence-level loss of XMC-GAN, Zhang et al. 2021):
+    D embeds images (from its trunk, before it sees the text) and texts in one space.
+
+    D phase: on the real batch, each image must pick its own caption among the batch's, and each caption its
+    image (InfoNCE both ways, cosine similarity / `temperature`). G phase: the same for the fakes and the texts
+    they were generated from, so G is pushed to draw what the caption says in a form D can read, not only to
+    look real. Captions identical to an image's own are not counted as negatives. Logged as
+    train/d_<name>_real, train/g_<name>_fake; `real_acc` / `fake_acc`: images whose own caption ranks first.
+    Needs D's embedding heads (model.discriminator.embed_dim > 0).
+    """
+
+    def __init__(self, weight: float = 1.0, temperature: float = 0.1):
+        super().__init__()
+        if weight < 0 or temperature <= 0:
+            raise ValueError(
+                "model.text_match must be >= 0 and model.text_match_temperature > 0, "
+                f"got {weight} and {temperature}"
+            )
+        self.weight, self.temperature = weight, temperature
+
+    def pair(self, out: DOut, texts: Tensor) -> tuple[Tensor, Tensor]:
+        same = (texts[:, None] == texts[None]).all(2)
+        return contrastive(out.aux["image"], out.aux["text"], same, self.temperature)
+
+    def d_terms(self, ctx: Context) -> dict[str, Tensor]:
+        return {"real": self.weight * self.pair(ctx.d_real, ctx.labels)[0]}
+
+    def g_terms(self, ctx: Context) -> dict[str, Tensor]:
+        return {"fake": self.weight * self.pair(ctx.d_fake, ctx.latent["y"])[0]}
+
+    def stats(self, ctx: Context) -> dict[str, Tensor]:
+        out = {"fake_acc": self.pair(ctx.d_fake, ctx.latent["y"])[1]}
+        if ctx.d_real is not None:
+            out["real_acc"] = self.pair(ctx.d_real, ctx.labels)[1]
+        return out

@@ -7,7 +7,8 @@ stage I and then, in the same command, stage II in `<run>/stage2` from stage I's
 the same command-line overrides plus `model.stage2_overrides`).
 
 Each stage adds two auxiliary terms (src/losses/text.py): the conditioning augmentation's KL (G phase,
-`kl_weight`) and the matching-aware discriminator's mismatched-text term (D phase, `mismatch_weight`).
+`kl_weight`) and the matching-aware discriminator's mismatched-text term (D phase, `mismatch_weight`);
+`text_match` > 0 adds an image-text contrastive term on D's embeddings (both phases; not in the paper).
 
 A checkpoint rebuilds everything from its config: the text encoder (conf/text), the figure captions and,
 for stage II, the stage-I generator's settings (`model.stage1`; its weights are in the state dict), so
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 
 from src.errors import CheckpointError, ConfigError, DataError
 from src.losses.auxiliary import DOut
-from src.losses.text import KLTerm, MismatchTerm
+from src.losses.text import KLTerm, MismatchTerm, TextMatchTerm
 from src.models.module import GANModule
 from src.models.networks.stackgan import Stage1Generator, Stage2Generator, TextDiscriminator
 from src.text.encoders import TextEncoder, identity_of
@@ -67,6 +68,8 @@ class StackGAN(GANModule):
         kl_weight: float = 2.0,
         mismatch_weight: float = 1.0,
         mismatch_contrast: float = 0.0,
+        text_match: float = 0.0,
+        text_match_temperature: float = 0.1,
         figure_captions: Sequence[str] | None = None,
         figure_rows: int = 8,
         figure_samples: int = 4,
@@ -88,6 +91,14 @@ class StackGAN(GANModule):
             text_encoder.dim,
         )
         options = {k: v for k, v in dict(generator).items() if k not in NOT_FOR[level]}
+        d_options = dict(discriminator)
+        if not text_match:  # D's embedding heads serve only the text-match term
+            d_options["embed_dim"] = 0
+        elif not d_options.get("embed_dim"):
+            raise ConfigError(
+                f"model.text_match={text_match} needs D's embedding heads: set model.discriminator.embed_dim > 0 "
+                "(e.g. 128), or model.text_match=0"
+            )
         spec = g1 = None
         if level == 2:
             if stage1:
@@ -107,15 +118,17 @@ class StackGAN(GANModule):
                 load_weights(g1, weights, what, ConfigError)
             latent_dim = spec["latent_dim"]  # z feeds stage I
             net_g = Stage2Generator(text_dim, c_dim, high, low, **options)
-            net_d = TextDiscriminator(text_dim, high, **dict(discriminator))
+            net_d = TextDiscriminator(text_dim, high, **d_options)
         else:
             net_g = Stage1Generator(text_dim, c_dim, latent_dim, low, **options)
-            net_d = TextDiscriminator(text_dim, low, **dict(discriminator))
+            net_d = TextDiscriminator(text_dim, low, **d_options)
         terms = {}
         if kl_weight:
             terms["ca"] = KLTerm(kl_weight)
         if mismatch_weight:
             terms["match"] = MismatchTerm(mismatch_weight, mismatch_contrast)
+        if text_match:
+            terms["itc"] = TextMatchTerm(text_match, text_match_temperature)
         super().__init__(net_g, net_d, *args, latent_dim=latent_dim, aux_terms=terms, **kwargs)
         self.stage, self.chain = level, str(stage) == "both"
         self.text_encoder = text_encoder  # a plain object, not a submodule: never in the state dict
@@ -170,7 +183,7 @@ class StackGAN(GANModule):
         return net(self.stage1_image(latent), latent["y"], latent["eps"])
 
     def discriminate(self, x: Tensor, labels: Tensor | None = None) -> DOut:
-        return DOut(self.discriminator(x, labels))
+        return DOut(*self.discriminator(x, labels))
 
     def unpack_batch(self, batch: Any) -> tuple[Tensor, Tensor | None]:
         # A third element: one contrast caption per image (CaptionedDataModule), for the mismatch term.

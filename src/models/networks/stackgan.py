@@ -174,7 +174,12 @@ class Stage2Generator(nn.Module):
 
 
 class TextDiscriminator(nn.Module):
-    """D(x, text) -> one score: conv trunk to s0 x s0, [features, replicated FC(text)] -> 3x3 conv -> s0 x s0 conv."""
+    """D(x, text) -> one score: conv trunk to s0 x s0, [features, replicated FC(text)] -> 3x3 conv -> s0 x s0 conv.
+
+    `embed_dim` > 0: also an image embedding (the trunk's features, pooled, one linear layer; it never sees the
+    text) and a text embedding (one linear layer) in a shared space, for the image-text contrastive term
+    (src/losses/text.py); returned as aux outputs {"image", "text"} next to the score.
+    """
 
     def __init__(
         self,
@@ -185,9 +190,12 @@ class TextDiscriminator(nn.Module):
         cond_dim: int = 128,
         norm: str = "batch",
         init_std: float | None = 0.02,
+        embed_dim: int = 0,
     ):
         super().__init__()
         check_norm(norm, "StackGAN discriminator")
+        if embed_dim < 0:
+            raise ValueError(f"model.discriminator.embed_dim must be >= 0, got {embed_dim}")
         self.shape, self.pack = tuple(shape), 1
         c, s0, k = dcgan_layout(shape, "StackGAN discriminator")
         chans = [min(base_channels * 2**i, max_channels) for i in range(k)]
@@ -198,10 +206,19 @@ class TextDiscriminator(nn.Module):
         self.text = nn.Sequential(weight_layer(nn.Linear(text_dim, cond_dim), norm), nn.LeakyReLU(0.2))
         self.joint = conv_norm(chans[-1] + cond_dim, chans[-1], norm, act=nn.LeakyReLU(0.2))
         self.head = weight_layer(nn.Conv2d(chans[-1], 1, s0, 1, 0), norm)
+        self.embed = None
+        if embed_dim:
+            self.embed = nn.ModuleDict(
+                {"image": nn.Linear(chans[-1], embed_dim), "text": nn.Linear(text_dim, embed_dim)}
+            )
         if init_std:
             init_weights(self, init_std)
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.trunk(x)
-        h = self.joint(torch.cat([h, text_planes(self.text(emb.to(h.dtype)), h)], 1))
-        return self.head(h).flatten()
+    def forward(self, x: Tensor, emb: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        features = self.trunk(x)
+        emb = emb.to(features.dtype)
+        h = self.joint(torch.cat([features, text_planes(self.text(emb), features)], 1))
+        aux = {}
+        if self.embed is not None:
+            aux = {"image": self.embed["image"](features.mean((2, 3))), "text": self.embed["text"](emb)}
+        return self.head(h).flatten(), aux
