@@ -30,6 +30,12 @@ FAST = [
 ]
 
 
+def choices(group: str) -> list[str]:
+    """The options of a config group, read from conf/<group>/ (a new model or loss is tested without
+    editing any list here)."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
 def make_cfg(overrides: list[str], tmp_path: Path, fast: bool = True) -> DictConfig:
     """Compose conf/train.yaml with `overrides`, outputs under tmp_path."""
     cfg = compose_config((FAST if fast else []) + list(overrides), tmp_path)

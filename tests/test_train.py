@@ -171,22 +171,3 @@ def test_cli_incompatible_pair_is_one_clear_line(tmp_path):
     assert out.returncode == 2
     assert "needs image data" in out.stderr and "use model=gan" in out.stderr
     assert "Traceback" not in out.stderr + out.stdout
-
-
-def test_ddp_two_cpu_processes_keep_generators_identical(tmp_path):
-    probe = tmp_path / "probe"
-    args = ["trainer=ddp_cpu", "loss=wgan_gp", "trainer.max_steps=3", "data.batch_size=16"]
-    args += ["extras.print_config=false", "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar"]
-    args += [f"paths.log_dir={tmp_path / 'logs'}", "+callbacks.probe._target_=probes.SaveRankWeights"]
-    args += [f"+callbacks.probe.dirpath={probe}"]
-    env = {"PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    out = cli(args, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    r0, r1 = (torch.load(probe / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    assert r0["steps"] == r1["steps"] == {"g_step": 3, "d_step": 15, "world_size": 2}
-    for k, v in r0["state"].items():
-        if v.is_floating_point() and "running" not in k:  # BatchNorm statistics are per process
-            assert torch.equal(v, r1["state"][k]), k
-    runs = list((tmp_path / "logs" / "train" / "runs").iterdir())
-    assert len(runs) == 1, f"one Hydra run folder expected, found {runs}"
-    assert (runs[0] / "checkpoints" / "last.ckpt").is_file()
