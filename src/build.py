@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from src.callbacks.rng import TrainingRNG
 from src.callbacks.safety import AtomicCheckpointIO
 from src.callbacks.step_limit import GeneratorStepLimit
 from src.errors import ConfigError
@@ -45,7 +47,10 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule | None = None
     if datamodule is not None and hasattr(model, "check_data"):
         model.check_data(datamodule)
     if datamodule is not None and hasattr(datamodule, "evaluation_metrics"):
-        model.metrics.update(build_metrics(cfg.get("eval"), model, datamodule))
+        # Outside the training stream: whether a classifier is trained or read from the cache, or
+        # evaluation is off, the run draws the same noise.
+        with torch.random.fork_rng(devices=[]):
+            model.metrics.update(build_metrics(cfg.get("eval"), model, datamodule))
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     return model
 
@@ -116,6 +121,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list) -
         overrides["max_epochs"] = -1  # a step budget, when given, is what ends the run
         if not any(isinstance(c, GeneratorStepLimit) for c in callbacks):
             callbacks = [*callbacks, GeneratorStepLimit(max_steps)]
+    # Per-process random streams, saved in and restored from checkpoints (src/callbacks/rng.py).
+    callbacks = [*callbacks, TrainingRNG(cfg.get("seed"))]
     # Without a monitored metric there is no ModelCheckpoint; keep Lightning from adding its own.
     overrides["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     if not cfg.trainer.get("plugins"):

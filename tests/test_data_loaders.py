@@ -17,6 +17,7 @@ import pytest
 import torch
 import torchvision.datasets as tv
 from conftest import make_cfg, run_train
+from omegaconf.errors import MissingMandatoryValue
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -43,6 +44,13 @@ def no_md5(monkeypatch):
     # copies cannot match, so only that check is replaced by "the file exists".
     monkeypatch.setattr(tv.cifar, "check_integrity", exists_only)
     monkeypatch.setattr(tv.celeba, "check_integrity", exists_only)
+
+
+def from_data(xb: torch.Tensor, yb: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Whether each batch sample is one of the uint8 images `x`, scaled by hand to v / 127.5 - 1, with its label."""
+    scaled = x.double().flatten(1) / 127.5 - 1
+    gap = (xb.double().flatten(1)[:, None] - scaled[None]).abs().amax(2)  # (batch, data set)
+    return bool(((gap < 1e-6) & (yb[:, None] == y[None])).any(1).all())
 
 
 # --- fabricated on-disk formats ---------------------------------------------------------------------------
@@ -166,7 +174,8 @@ def test_cifar10_reads_python_batches(tmp_path, no_md5):
     assert torch.equal(dm.data["train"][1], torch.cat([y for _, y in train]))
     assert torch.equal(dm.data["val"][0], made["test_batch"][0])
     xb, yb = next(iter(dm.train_dataloader()))
-    assert xb.shape == (4, 3, 32, 32) and xb.dtype == torch.float32 and xb.min() >= -1 and xb.max() <= 1
+    assert xb.shape == (4, 3, 32, 32) and xb.dtype == torch.float32
+    assert from_data(xb, yb, *(torch.cat(parts) for parts in zip(*train)))
 
     gray = datamodule(["data=cifar10", f"data.root={tmp_path}", "data.shape=[1,16,16]"], tmp_path)
     assert gray.data["train"][0].shape == (30, 1, 16, 16)
@@ -272,7 +281,7 @@ def test_image_folder_classes_modes_and_corrupt_files(tmp_path):
     assert by_name[str(made["cats"][2])][2].float().mean() > 240  # palette image
     assert by_name[str(made["cats"][3])][0].float().mean() > 200  # CMYK (0, 255, 255, 0) is red
     xb, yb = next(iter(dm.train_dataloader()))
-    assert xb.shape == (4, 3, 16, 16) and xb.dtype == torch.float32 and xb.min() >= -1 and xb.max() <= 1
+    assert xb.shape == (4, 3, 16, 16) and xb.dtype == torch.float32 and from_data(xb, yb, x, y)
 
     gray = datamodule([*overrides, "data.shape=[1,8,8]", "data.labels=false"], tmp_path)
     assert gray.data["train"][0].shape == (12, 1, 8, 8) and (gray.data["train"][1] == -1).all()
@@ -299,7 +308,6 @@ def test_image_folder_from_disk_matches_memory(tmp_path, monkeypatch):
     assert isinstance(loader, DataLoader) and loader.drop_last and len(loader) == len(loader.dataset) // 4
     xb, yb = next(iter(loader))
     assert xb.shape == (4, 3, 16, 16) and xb.dtype == torch.float32 and (yb == -1).all()
-    assert xb.min() >= -1 and xb.max() <= 1
 
     # A truncated JPEG passes the set-up scan (PIL verify) and fails when decoded: the disk loader serves the
     # next image instead, the in-memory load skips it.
@@ -312,6 +320,7 @@ def test_image_folder_from_disk_matches_memory(tmp_path, monkeypatch):
         in_memory = datamodule(base, tmp_path)
     from_disk = torch.stack([val[j][0] for j in range(len(val)) if j != i])
     assert torch.equal(from_disk, in_memory.data["val"][0].float() * (2 / 255) - 1)
+    assert from_data(xb, yb, *in_memory.data["train"])  # the disk loader's batch: train images, same pixels
 
     monkeypatch.setattr(disk, "MAX_IN_MEMORY_IMAGES", 5)
     with pytest.warns(UserWarning, match="skipped 1 of 13"):
@@ -341,7 +350,7 @@ def test_image_folder_errors(tmp_path):
         UserWarning, match=r"only images inside a class folder are used; skipped 1 directly in"
     ):
         ImageFolder(tmp_path / "imgs", labels=True, shape=(3, 8, 8)).setup()
-    with pytest.raises(Exception, match="path"):
+    with pytest.raises(MissingMandatoryValue, match="Missing mandatory value: data.path"):
         build_datamodule(make_cfg(["data=image_folder"], tmp_path))
 
 

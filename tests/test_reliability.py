@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -108,18 +109,28 @@ def test_sigterm_to_a_training_process_leaves_a_checkpoint_that_resumes(tmp_path
     assert proc.returncode == 0, out[-2000:]
     (ckpt,) = list((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt"))
     g = torch.load(ckpt, weights_only=True)["gan_zoo"]["g_step"]
-    assert g >= 1 and "resume with ckpt_path=" in out
+    # The checkpoint is the one written on the signal (not an earlier end-of-epoch one), and says so.
+    said = re.search(r"saved (\S+) at G step (\d+); resume with ckpt_path=(\S+)", out)
+    assert said, out[-2000:]
+    assert said[1] == said[3] == str(ckpt) and int(said[2]) == g >= 1
     _, resumed = run_train([*BASE, f"trainer.max_steps={g + 2}", f"ckpt_path={ckpt}"], tmp_path / "resumed")
     assert resumed["model"].g_step == g + 2
 
 
 def test_ckpt_path_auto_finds_the_newest_run(tmp_path):
-    logs = ["paths.log_dir=" + str(tmp_path)]
-    run_train([*BASE, "trainer.max_steps=2"], tmp_path / "train" / "runs" / "a")
+    """Two earlier runs (different seeds): the newer one, 4 steps, sits in the folder that sorts first, so
+    neither the path order nor the older 2-step run passes for it. Resumed at its limit, the run stops at once
+    with the newer run's weights; from the older run or from scratch it would train to step 4 (other weights)."""
+    runs = tmp_path / "train" / "runs"
+    run_train([*BASE, "trainer.max_steps=2", "seed=1"], runs / "b_older")
+    time.sleep(1.1)  # distinct modification times even on coarse-grained file systems
+    _, newer = run_train([*BASE, "trainer.max_steps=4", "seed=2"], runs / "a_newer")
     _, objects = run_train(
-        [*BASE, "trainer.max_steps=3", "ckpt_path=auto", *logs], tmp_path / "train" / "runs" / "b"
+        [*BASE, "trainer.max_steps=4", "ckpt_path=auto", f"paths.log_dir={tmp_path}"], runs / "c"
     )
-    assert objects["model"].g_step == 3 and objects["model"].d_step == 6  # 2 steps loaded + 1 more
+    assert (objects["model"].g_step, objects["model"].d_step) == (4, 8)
+    a, b = weights(newer["model"]), weights(objects["model"])
+    assert all(torch.equal(a[k], b[k]) for k in a), "ckpt_path=auto did not resume the newest run"
 
 
 def test_missing_checkpoint_path_is_a_clear_error(tmp_path):
@@ -154,4 +165,6 @@ def test_weights_that_do_not_fit_name_the_file_and_the_mismatch():
         load_weights(net, torch.nn.Linear(4, 2).state_dict(), "run/last.ckpt")
     with pytest.raises(ConfigError, match=r"stage I: .*Missing key"):
         load_weights(net, {}, "stage I", ConfigError)
-    load_weights(net, torch.nn.Linear(3, 2).state_dict(), "fits")
+    source = torch.nn.Linear(3, 2)
+    load_weights(net, source.state_dict(), "fits")
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), source.state_dict().values()))

@@ -34,7 +34,8 @@ class SampleFigures(L.Callback):
         if (epoch + 1) % self.every_n_epochs and not last:
             return
         if trainer.is_global_zero:
-            self.render(trainer, pl_module, f"epoch{epoch:03d}")
+            with torch.random.fork_rng(devices=[pl_module.device] if pl_module.device.type == "cuda" else []):
+                self.render(trainer, pl_module, f"epoch{epoch:03d}")  # leaves the training stream alone
 
     def render(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> dict[str, Path]:
         # The same seeded noise every time, so successive figures show the same latent points.

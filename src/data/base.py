@@ -6,7 +6,7 @@ so the input pipeline costs one gather and one multiply-add per step.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -37,9 +37,12 @@ class TensorLoader:
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.normalize, self.rank, self.world_size = seed, normalize, rank, world_size
-        self.epoch = 0
-        self.batch = 0  # position inside the current epoch, for exact resume
-        self._resume_batch = 0
+        self.epoch = 0  # the epoch being drawn (or last drawn)
+        self.batch = 0  # batches of it taken so far, for exact resume
+        self.next_epoch, self.resume_batch = 0, 0  # where the next `iter()` starts
+        self.pending = False  # a restored position not drawn from yet
+        # How many batches the trainer takes per epoch (limit_train_batches); None: all of them.
+        self.epoch_batches: Callable[[], int | None] = lambda: None
         n = len(x) // world_size  # equal shards on every rank (DDP needs the same number of steps)
         self.per_rank = n
         if n < batch_size and drop_last:
@@ -59,14 +62,15 @@ class TensorLoader:
         return idx[self.rank : self.per_rank * self.world_size : self.world_size].to(self.x.device)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        # Every `iter()` begins a new epoch with a new order, however the previous one ended:
+        # exhausted, or cut short by limit_train_batches or a stop (unless resuming inside it).
+        self.epoch, start = self.next_epoch, self.resume_batch
+        self.next_epoch, self.resume_batch, self.batch, self.pending = self.epoch + 1, 0, start, False
         idx = self.order(self.epoch)
-        start, self._resume_batch = self._resume_batch, 0
         for b in range(start, len(self)):
             sel = idx[b * self.batch_size : (b + 1) * self.batch_size]
             self.batch = b + 1
             yield self.make_batch(sel, b)
-        self.epoch += 1
-        self.batch = 0
 
     def make_batch(self, sel: Tensor, b: int) -> tuple[Tensor, Tensor]:
         """Batch `b` of the epoch from the indices `sel`."""
@@ -82,10 +86,18 @@ class TensorLoader:
         return self
 
     def state_dict(self) -> dict[str, int]:
+        """Where a resumed run continues: inside this epoch, or at the next one if the trainer has
+        taken all the batches it takes per epoch."""
+        if self.pending:  # restored and not drawn from since
+            return {"epoch": self.next_epoch, "batch": self.resume_batch}
+        taken = self.epoch_batches()
+        done = self.batch >= (len(self) if taken is None else min(taken, len(self)))
+        if done:
+            return {"epoch": self.epoch + 1, "batch": 0}
         return {"epoch": self.epoch, "batch": self.batch}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self._resume_batch = state["epoch"], state["batch"]
+        self.next_epoch, self.resume_batch, self.pending = state["epoch"], state["batch"], True
 
 
 class GANDataModule(L.LightningDataModule):
@@ -114,6 +126,7 @@ class GANDataModule(L.LightningDataModule):
         self.num_classes, self.seed, self.device_choice = num_classes, seed, device
         self.num_workers = num_workers
         self.data: dict[str, tuple[Tensor, Tensor]] = {}
+        self.position: dict[str, int] | None = None  # a restored training-data position, for the next loader
 
     # --- what subclasses provide -------------------------------------------------------------------------
     @property
@@ -164,7 +177,28 @@ class GANDataModule(L.LightningDataModule):
         return loader.to(self._device())
 
     def train_dataloader(self) -> TensorLoader:
-        return self.loader("train", shuffle=True, drop_last=True, batch_size=self.batch_size)
+        loader = self.loader("train", shuffle=True, drop_last=True, batch_size=self.batch_size)
+        loader.epoch_batches = self.batches_per_epoch
+        if self.position is not None:
+            loader.load_state_dict(self.position)
+            self.position = None
+        self.train_loader = loader
+        return loader
+
+    # The data position lives in the datamodule's checkpoint state: Lightning restores the loader's own
+    # state only when it resumes inside an epoch, but a run stopped by trainer.max_steps ends its epoch
+    # early and an extended run must continue that epoch where it stopped.
+    def state_dict(self) -> dict[str, Any]:
+        loader = getattr(self, "train_loader", None)
+        return {"train_position": loader.state_dict()} if isinstance(loader, TensorLoader) else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.position = state.get("train_position")
+
+    def batches_per_epoch(self) -> int | None:
+        """Training batches the trainer takes per epoch (after limit_train_batches); None: unknown."""
+        n = getattr(self.trainer, "num_training_batches", None) if self.trainer is not None else None
+        return int(n) if isinstance(n, int | float) and n != float("inf") else None
 
     def val_dataloader(self) -> TensorLoader | list:
         if "val" not in self.data or len(self.data["val"][0]) == 0:

@@ -425,14 +425,12 @@ class GANModule(L.LightningModule):
         return total
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["gan_zoo"] = {
+        checkpoint.setdefault("gan_zoo", {}).update({
             "d_step": self.d_step,
             "g_step": self.g_step,
             "skipped": dict(self.skipped),
             "config": self.run_config,
-            # RNG state, so that a resumed run draws the same noise as an uninterrupted one.
-            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all()},
-        }
+        })
         wandb_ids = [lg.version for lg in self.loggers if type(lg).__name__ == "WandbLogger"]
         if wandb_ids:
             checkpoint["gan_zoo"]["wandb_id"] = wandb_ids[0]
@@ -441,19 +439,6 @@ class GANModule(L.LightningModule):
         state = checkpoint.get("gan_zoo", {})
         self.d_step, self.g_step = state.get("d_step", 0), state.get("g_step", 0)
         self.skipped = dict(state.get("skipped", {"d": 0, "g": 0}))
-        self._rng_to_restore = state.get("rng")
-
-    def on_train_start(self) -> None:
-        # Restored here, after anything between loading and training (sanity checks) used the RNG.
-        rng, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
-        if rng:
-            torch.set_rng_state(rng["torch"])
-            if (
-                rng.get("cuda")
-                and torch.cuda.is_available()
-                and len(rng["cuda"]) == torch.cuda.device_count()
-            ):
-                torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def lr_factor(schedule: Mapping[str, Any], g_step: int) -> float:
