@@ -11,16 +11,34 @@ import torch
 
 
 class SaveRankWeights(L.Callback):
-    """DDP test: each rank writes its generator weights at the end of fit."""
+    """DDP tests: each rank writes its G and D weights, its first real batch and its first drawn noise."""
 
     def __init__(self, dirpath: str):
         self.dirpath = Path(dirpath)
+        self.first: dict[str, torch.Tensor] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        draw = pl_module.sample_latent
+
+        def recording(n, labels=None, generator=None):
+            latent = draw(n, labels, generator)
+            self.first.setdefault("z", latent["z"].detach().cpu().clone())
+            return latent
+
+        pl_module.sample_latent = recording
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.first.setdefault("real", batch[0].detach().cpu().clone())
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu() for k, v in pl_module.generator.state_dict().items()}
+        g = {k: v.detach().cpu() for k, v in pl_module.generator.state_dict().items()}
+        d = {k: v.detach().cpu() for k, v in pl_module.discriminator.state_dict().items()}
         steps = {"g_step": pl_module.g_step, "d_step": pl_module.d_step, "world_size": trainer.world_size}
-        torch.save({"state": state, "steps": steps}, self.dirpath / f"rank{trainer.global_rank}.pt")
+        torch.save(
+            {"state": g, "d_state": d, "steps": steps, **self.first},
+            self.dirpath / f"rank{trainer.global_rank}.pt",
+        )
 
 
 class Poison(L.Callback):

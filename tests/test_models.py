@@ -106,13 +106,17 @@ def test_pair_trains_or_refuses(model, loss, data, tmp_path, monkeypatch):
     assert gp == isinstance(module.loss, WassersteinGP)
     if isinstance(module.loss, Wasserstein):  # the estimate is E[D(x)] - E[D(G(z))] = -(the critic's loss)
         for r in rows:
-            assert float(r["train/wasserstein"]) == pytest.approx(-float(r["train/d_adv"]), rel=1e-5, abs=1e-6)
+            assert float(r["train/wasserstein"]) == pytest.approx(
+                -float(r["train/d_adv"]), rel=1e-5, abs=1e-6
+            )
     c = getattr(module.loss, "clip", None)
     if c is not None:  # WGAN: every critic weight is clipped to [-c, c] after each D step
         d_start = [v for k, v in start.items() if k.startswith("discriminator.")]
         assert max(v.abs().max().item() for v in d_start) > c  # the initial critic has weights to clip
         d_params = list(module.discriminator.parameters())
-        assert max(p.abs().max().item() for p in d_params) == pytest.approx(c, rel=1e-6)  # at +-c, not past it
+        assert max(p.abs().max().item() for p in d_params) == pytest.approx(
+            c, rel=1e-6
+        )  # at +-c, not past it
 
 
 def test_loss_configs_carry_paper_defaults_and_overrides_win(tmp_path):

@@ -105,13 +105,17 @@ def test_interpolation_keeps_labels_and_slerps_noise(run):
     seen = {}
     model.generate_eval = lambda latent: seen.update(latent) or torch.zeros(len(latent["z"]), 1, 28, 28)
     interpolation(model, rows=3, steps=5, generator=torch.Generator().manual_seed(0))
-    y, z = seen["y"].view(3, 5), seen["z"].view(3, 5, -1)
+    y, z = seen["y"].view(3, 5), seen["z"].view(3, 5, -1).double()
     assert (y == y[:, :1]).all()
     assert not torch.allclose(z[:, 0], z[:, -1])
-    # Along each row the noise stays in the plane of its endpoints.
-    plane = torch.stack([z[:, 0], z[:, -1]], 2)  # (rows, dim, 2)
-    coef = torch.linalg.lstsq(plane, z[:, 2].unsqueeze(2)).solution
-    assert torch.allclose(plane @ coef, z[:, 2].unsqueeze(2), atol=1e-4)
+    # Every step of each row, by the textbook slerp (the angle from acos of the cosine) between its endpoints:
+    # sin((1 - t) w) / sin w * a + sin(t w) / sin w * b, t = 0, 1/4, ..., 1.
+    a, b = z[:, :1], z[:, -1:]
+    w = torch.acos(torch.nn.functional.cosine_similarity(a, b, dim=2)).unsqueeze(2)  # (rows, 1, 1)
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)[None, :, None]
+    expected = ((1 - t) * w).sin() / w.sin() * a + (t * w).sin() / w.sin() * b
+    assert torch.allclose(z, expected, atol=1e-5)
+    assert not torch.allclose(z[:, 1:-1], (1 - t[:, 1:-1]) * a + t[:, 1:-1] * b, atol=1e-2)  # not a lerp
 
 
 def test_cli_writes_next_to_the_run_and_leaves_no_litter(run, tmp_path):
@@ -177,6 +181,10 @@ def test_slerp_endpoints_and_unit_norm():
     path = slerp(a[:, None], b[:, None], t[None, :, None])  # (5, 7, 100)
     assert path.shape == (5, 7, 100)
     assert torch.allclose(path.norm(dim=-1), torch.ones(5, 7, dtype=torch.float64))
+    # By hand: a third of the way along the quarter circle from e1 to e2 is at 30 degrees.
+    e1, e2 = torch.eye(2, dtype=torch.float64)
+    assert torch.allclose(slerp(e1, e2, 1 / 3), torch.tensor([3**0.5 / 2, 0.5], dtype=torch.float64))
+    assert torch.allclose(slerp(3 * e1, 2 * e2, 0.5), 2**-0.5 * (3 * e1 + 2 * e2))  # weights from the angle
 
 
 def test_slerp_parallel_falls_back_to_lerp():

@@ -72,7 +72,9 @@ class LastCheckpoint(L.Callback):
         return str(self.path) if self.path.is_file() else ""
 
     def save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.saved_at != pl_module.g_step or not self.path.is_file():
+        # Decided on the step alone, the same on every rank: the file exists only where rank 0 writes,
+        # and saving is collective under DDP.
+        if self.saved_at != pl_module.g_step:
             trainer.save_checkpoint(self.path, weights_only=False)
             self.saved_at = pl_module.g_step
 
