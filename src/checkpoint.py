@@ -89,6 +89,7 @@ def load_checkpoint(path: str | Path) -> tuple[DictConfig, dict[str, Any], dict[
         "g_step": state.get("g_step"),
         "epoch": ckpt.get("epoch"),
         "wandb_id": state.get("wandb_id"),
+        "choices": state.get("choices"),
     }
     return OmegaConf.create(state["config"]), ckpt["state_dict"], info
 

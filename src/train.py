@@ -13,27 +13,32 @@ from typing import Any
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer
 from src.errors import CheckpointError, ConfigError, GanZooError
 from src.utils.perf import apply_perf
 from src.utils.run import apply_extras, exit_with_error, print_summary
+from src.validate import check_config
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    check_config(cfg)
+    # Every process seeds the same way before building: the networks start identical on every rank.
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
+    model.choices = group_choices()
+    check_optimized_metric(cfg, model)
     done = apply_perf(cfg.get("perf"), model)
     if done:
         log.info("perf: %s", ", ".join(done))
     callbacks = build_callbacks(cfg, model)
     ckpt_path = resolve_ckpt_path(cfg) if cfg.get("train", True) else None
-    loggers = build_loggers(cfg, resume_wandb_id=checked_wandb_id(ckpt_path))
+    loggers = build_loggers(cfg, resume_wandb_id=checked_resume(ckpt_path, cfg, model))
     trainer = build_trainer(cfg, callbacks, loggers)
     for logger in trainer.loggers:
         logger.log_hyperparams(model.run_config)
@@ -76,17 +81,109 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return str(newest)
 
 
-def checked_wandb_id(ckpt_path: str | None) -> str | None:
-    """The W&B run the checkpoint to resume was logging to (so that resuming continues that run);
-    a truncated or foreign file stops here with one clear line, not in the Trainer with a traceback."""
+GROUPS = ("model", "loss", "data")
+
+
+def group_choices() -> dict[str, str]:
+    """The options picked for the groups a checkpoint must match (model=dcgan loss=wgan_gp data=mnist5k)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {g: str(choices[g]) for g in GROUPS if choices.get(g) is not None}
+
+
+def checked_resume(ckpt_path: str | None, cfg: DictConfig, model: L.LightningModule) -> str | None:
+    """Check that the checkpoint to resume fits this command (what it was trained with, its weights'
+    names and shapes), here with one clear line rather than in the Trainer with a traceback; return the
+    W&B run it was logging to, so that resuming continues that run."""
     if not ckpt_path:
         return None
     from src.checkpoint import load_checkpoint
 
     try:
-        return load_checkpoint(ckpt_path)[2]["wandb_id"]
+        old_cfg, state, info = load_checkpoint(ckpt_path)
     except CheckpointError as e:
         raise ConfigError(f"ckpt_path={ckpt_path}: {e}") from None
+    old = dict(info.get("choices") or {})
+    new = dict(model.choices)
+    differ = [g for g in GROUPS if g in old and g in new and old[g] != new[g]]
+    for g in GROUPS:  # checkpoints without the names: compare what the groups build
+        if g not in old and OmegaConf.select(old_cfg, f"{g}._target_") != OmegaConf.select(
+            cfg, f"{g}._target_"
+        ):
+            differ.append(g)
+    mine = model.state_dict()
+    misfit = sorted(set(mine) ^ set(state)) or [
+        k for k in mine if tuple(mine[k].shape) != tuple(getattr(state[k], "shape", ()))
+    ]
+    if differ or misfit:
+        trained = " ".join(f"{g}={old[g]}" for g in GROUPS if g in old)
+        asked = " ".join(f"{g}={new[g]}" for g in GROUPS if g in new)
+        if differ and trained and asked:
+            detail = f"this command has {asked}"
+        else:
+            changed = settings_diff(old_cfg, cfg)
+            detail = f"its weights do not fit this model ({misfit[0] if misfit else differ[0]})" + (
+                f"; settings that differ: {', '.join(changed)}" if changed else ""
+            )
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} was trained with {trained or 'another model'}; {detail}. To resume it, "
+            f"run `python -m src.train {trained + ' ' if trained else ''}ckpt_path={ckpt_path}` with the "
+            "overrides it was trained with; to start fresh, leave out ckpt_path"
+        )
+    return info["wandb_id"]
+
+
+def settings_diff(old: DictConfig, new: DictConfig, limit: int = 4) -> list[str]:
+    """`key: old -> new` for the model/loss/data settings that differ (the first `limit`)."""
+    from src.validate import leaves
+
+    def flat(cfg: DictConfig) -> dict:
+        return dict(leaves({g: OmegaConf.to_container(cfg[g], resolve=True) for g in GROUPS if g in cfg}))
+
+    a, b = flat(old), flat(new)
+    keys = [k for k in b if k in a and a[k] != b[k] and not k.startswith("data.root")]
+    return [f"{k}: {a[k]} -> {b[k]}" for k in keys[:limit]]
+
+
+# train/ diagnostics every run logs (auxiliary terms add train/<phase>_<term>_<part> and train/<term>_*).
+TRAIN_METRICS = {
+    "d_loss",
+    "g_loss",
+    "d_adv",
+    "g_adv",
+    "d_real",
+    "d_fake",
+    "d_acc",
+    "d_acc_real",
+    "d_acc_fake",
+}
+TRAIN_METRICS |= {"d_grad_norm", "g_grad_norm", "wasserstein", "d_step", "g_step"}
+
+
+def check_optimized_metric(cfg: DictConfig, model: L.LightningModule) -> None:
+    """A sweep's `optimized_metric` must be one this config logs: refused before any training."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return
+    val = {f"val/{n}" for m in model.metrics.values() for n in getattr(m, "names", ())}
+    if cfg.trainer.get("limit_val_batches") in (0, 0.0):
+        val = set()
+    train = {f"train/{n}" for n in TRAIN_METRICS}
+    terms = tuple(f"train/{p}{t}_" for t in getattr(model, "aux_terms", {}) for p in ("", "d_", "g_"))
+    if name in val or name in train or (name.startswith(terms) and terms):
+        return
+    why = (
+        ""
+        if val
+        else " (evaluation is off: eval.metrics=[], trainer.limit_val_batches=0 or no held-out split)"
+    )
+    raise ConfigError(
+        f"optimized_metric={name} is never logged by this config{why}; it logs: "
+        f"{', '.join(sorted(val) + sorted(train))}"
+    )
 
 
 def finish_loggers(trainer: L.Trainer, metrics: dict[str, float]) -> None:
@@ -112,9 +209,9 @@ def main(cfg: DictConfig) -> float | None:
     name = cfg.get("optimized_metric")
     if not name:
         return None
-    if name not in metrics:
-        raise KeyError(
-            f"optimized_metric={name!r} was not logged; logged metrics: {', '.join(sorted(metrics))}"
+    if name not in metrics:  # checked at start-up; a run stopped before its first evaluation ends here
+        exit_with_error(
+            ConfigError(f"optimized_metric={name} was not logged; logged: {', '.join(sorted(metrics))}")
         )
     return metrics[name]
 

@@ -59,7 +59,7 @@ class TrainingRNG(L.Callback):
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         rng = checkpoint.get("gan_zoo", {}).get("rng")
         if rng:  # checkpoints before per-rank streams stored one state: rank 0's
-            self.to_restore = rng["ranks"] if "ranks" in rng else [rng]
+            self.to_restore = rng.get("ranks", [rng])
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Here, after anything between loading and training (sanity checks) used the generator.

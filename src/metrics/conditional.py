@@ -36,6 +36,7 @@ class ClassConsistency(Metric):
 
     full_state_update = False
     monitor = ("class_consistency", "max")
+    names = ("class_consistency", "evaluator_acc")  # what compute() returns
 
     def __init__(self, classifier: nn.Module, test_acc: float, **kwargs):
         super().__init__(**kwargs)
@@ -75,6 +76,7 @@ class CodeAccuracy(Metric):
         self.source, self.n_codes, self.num_classes = source, n_codes, num_classes
         self.evaluator = _Evaluator(classifier, test_acc) if classifier is not None else None
         self.monitor = ("c1_acc", "max") if source == "q" else None
+        self.names = ("c1_acc",) if source == "q" else ("c1_sample_acc", "evaluator_acc")
         self.add_state("confusion", torch.zeros(n_codes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, fake: Tensor, latent: dict[str, Tensor], labels: Tensor | None = None, **kw) -> None:

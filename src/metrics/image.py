@@ -40,6 +40,11 @@ class RealFake:
         self.metric.update(real, real=True)
         self.metric.update(fake, real=False)
 
+    @property
+    def names(self) -> list[str]:
+        """What compute() returns (known before any evaluation: sweeps check their metric at start-up)."""
+        return [self.name] if self.kind == "fid" else [f"{self.name}_mean", f"{self.name}_std"]
+
     def compute(self) -> dict[str, Tensor]:
         if self.kind == "fid":
             return {self.name: self.metric.compute()}
@@ -73,6 +78,8 @@ class ClassCoverage(Metric):
         self.register_buffer("data_hist", data_hist.double() / data_hist.sum(), persistent=False)
         self.add_state("counts", torch.zeros(len(data_hist), dtype=torch.long), dist_reduce_fx="sum")
 
+    names = ("classes_covered", "class_kl")  # what compute() returns
+
     def update(self, fake: Tensor, **_) -> None:
         self.counts += torch.bincount(self.evaluator.predict(fake), minlength=len(self.counts))
 
@@ -89,6 +96,7 @@ class StackedModes(Metric):
 
     full_state_update = False
     monitor = ("stacked_modes", "max")
+    names = ("stacked_modes", "stacked_kl")  # what compute() returns
 
     def __init__(
         self, classifier: nn.Module, test_acc: float, channels: int = 3, classes: int = 10, **kwargs

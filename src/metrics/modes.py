@@ -47,6 +47,7 @@ class ModeCoverage(Metric):
     higher_is_better = None
     # The headline number for "best" checkpoints: reverse KL falls as modes are covered evenly.
     monitor = ("rev_kl", "min")
+    names = ("modes", "hq", "rev_kl")  # what compute() returns
 
     def __init__(self, means: Tensor, std: float, radius: float = 3.0, min_count: int = 1, **kwargs):
         super().__init__(**kwargs)

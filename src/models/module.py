@@ -98,6 +98,7 @@ class GANModule(L.LightningModule):
         self.d_step = 0
         self.g_step = 0
         self.run_config: dict | None = None  # the composed Hydra config, stored in checkpoints
+        self.choices: dict[str, str] = {}  # the config groups picked (model=..., loss=...), stored too
         self.last_logged: dict[str, float] = {}
         self._pending: dict[str, Tensor] = {}
 
@@ -425,12 +426,15 @@ class GANModule(L.LightningModule):
         return total
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint.setdefault("gan_zoo", {}).update({
-            "d_step": self.d_step,
-            "g_step": self.g_step,
-            "skipped": dict(self.skipped),
-            "config": self.run_config,
-        })
+        checkpoint.setdefault("gan_zoo", {}).update(
+            {
+                "d_step": self.d_step,
+                "g_step": self.g_step,
+                "skipped": dict(self.skipped),
+                "config": self.run_config,
+                "choices": self.choices,
+            }
+        )
         wandb_ids = [lg.version for lg in self.loggers if type(lg).__name__ == "WandbLogger"]
         if wandb_ids:
             checkpoint["gan_zoo"]["wandb_id"] = wandb_ids[0]

@@ -91,5 +91,5 @@ def print_summary(trainer: L.Trainer, model: L.LightningModule, output_dir: str,
 def exit_with_error(error: Exception, code: int = 2) -> None:
     """A configuration or data error: one clear message on stderr, no traceback, exit status 2."""
     console = rich.console.Console(stderr=True, highlight=False)
-    console.print(f"[bold red]error:[/] {rich.markup.escape(str(error))}")
+    console.print(f"[bold red]error:[/] {rich.markup.escape(str(error))}", soft_wrap=True)  # one line
     sys.exit(code)
