@@ -21,5 +21,10 @@ class NonFiniteError(GanZooError, FloatingPointError):
     """A loss or gradient became NaN or infinite."""
 
 
+class WriteError(GanZooError):
+    """An output file (checkpoint, figure, cache) that could not be written: full disk, read-only file
+    system, file-size limit. The previous version of the file is left as it was."""
+
+
 class CheckpointError(GanZooError):
     """A checkpoint file that is missing, unreadable, foreign, or unsafe to load."""

@@ -12,6 +12,8 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from src.errors import WriteError
+
 log = logging.getLogger(__name__)
 
 
@@ -21,6 +23,17 @@ def nonfinite_tensors(state: dict[str, Any]) -> list[str]:
         for k, v in state.items()
         if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
     ]
+
+
+def why(e: Exception) -> str:
+    """The OS's words for a failed write (torch.save wraps them in a RuntimeError)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    cause = e.__cause__ or e.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text[:200]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -36,14 +49,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             )
             return
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+            kept = f"the previous {path.name} is intact" if path.is_file() else "no earlier checkpoint there"
+            raise WriteError(f"cannot write the checkpoint {path}: {why(e)}; {kept}") from None
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -51,6 +51,7 @@ class GANModule(L.LightningModule):
         ema_decay: float | None = None,
         ema_start: int = 0,
         on_nonfinite: str = "stop",
+        max_loss: float | None = 1e6,
         d_batch: str = "separate",
         mode_seeking: float = 0.0,
     ):
@@ -82,6 +83,7 @@ class GANModule(L.LightningModule):
         if on_nonfinite not in ("stop", "skip", "off"):
             raise ValueError(f"model.on_nonfinite must be stop, skip or off, got {on_nonfinite!r}")
         self.on_nonfinite, self.skipped = on_nonfinite, {"d": 0, "g": 0}
+        self.max_loss = max_loss  # a finite loss beyond this is treated as diverged, like a NaN
         if d_batch not in ("separate", "joint"):
             raise ValueError(f"model.d_batch must be 'separate' or 'joint', got {d_batch!r}")
         self.d_batch = d_batch
@@ -282,6 +284,8 @@ class GANModule(L.LightningModule):
 
     def is_finite(self, total: Tensor, net: nn.Module) -> bool:
         ok = torch.isfinite(total.detach())
+        if self.max_loss:
+            ok = ok & (total.detach().abs() <= self.max_loss)
         if self.grad_scale() == 1.0:  # under fp16 loss scaling, inf gradients are the scaler's to skip
             grads = [p.grad for p in net.parameters() if p.grad is not None]
             if grads:
@@ -289,21 +293,28 @@ class GANModule(L.LightningModule):
         return bool(ok)
 
     def nonfinite(self, phase: str, terms: dict[str, Tensor], opt: Any) -> None:
-        bad = [k for k, v in terms.items() if not torch.isfinite(v.detach()).all()] or ["gradients"]
+        """A non-finite loss or gradient, or a loss beyond model.max_loss: skip the step or stop."""
+        values = {k: float(v.detach().float().sum()) for k, v in terms.items()}
+        huge = [k for k, v in values.items() if math.isfinite(v) and self.max_loss and abs(v) > self.max_loss]
+        bad = [k for k, v in values.items() if not math.isfinite(v)] or huge or ["gradients"]
+        if huge and bad == huge:
+            shown = ", ".join(f"{k} = {values[k]:.3g}" for k in huge)
+            bad = [f"loss beyond model.max_loss={self.max_loss:g} ({shown}: diverged)"]
         where = f"G step {self.g_step}, D step {self.d_step}, {'discriminator' if phase == 'd' else 'generator'} phase"
         if self.on_nonfinite == "skip":
             opt.zero_grad(set_to_none=True)
             self.skipped[phase] += 1
             log.warning(
-                "skipped a step with non-finite %s (%s); %d skipped so far",
-                ", ".join(bad),
+                "skipped a step: %s (%s); %d skipped so far",
+                ("" if huge else "non-finite ") + ", ".join(bad),
                 where,
                 sum(self.skipped.values()),
             )
             return
         ckpt = last_checkpoint(self.trainer) if self._trainer else ""
         raise NonFiniteError(
-            f"non-finite {', '.join(bad)} at {where} (term names: {', '.join(terms)}); training stopped. "
+            f"{'' if huge else 'non-finite '}{', '.join(bad)} at {where} (term names: {', '.join(terms)}); "
+            "training stopped. "
             f"Last good checkpoint: {ckpt or 'none written yet'}. Lower the learning rate, check the data, "
             "or set model.on_nonfinite=skip to skip such steps and count them."
         )

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from src.errors import WriteError
+
 
 def image_grid(
     x: Tensor, nrow: int | None = None, value_range: tuple[float, float] = (-1.0, 1.0)
@@ -65,10 +67,14 @@ def save_png(img: np.ndarray, path: str | Path) -> Path:
     from PIL import Image
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(img).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(f"cannot write the figure {path}: {e.strerror or e}") from None
     return path
 
 
