@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -61,7 +62,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             kept = f"the previous {path.name} is intact" if path.is_file() else "no earlier checkpoint there"
             raise WriteError(f"cannot write the checkpoint {path}: {why(e)}; {kept}") from None
         finally:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 class LastCheckpoint(L.Callback):

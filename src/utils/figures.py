@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterable
@@ -73,7 +74,8 @@ def save_png(img: np.ndarray, path: str | Path) -> Path:
         Image.fromarray(img).save(tmp, format="PNG")
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise WriteError(f"cannot write the figure {path}: {e.strerror or e}") from None
     return path
 
