@@ -198,6 +198,8 @@ def check_config(cfg: DictConfig | dict) -> None:
     # the name the user typed.
     plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig | ListConfig) else cfg
     for key, value in leaves({k: v for k, v in plain.items() if k != "hydra"}):
+        if value == "???":  # OmegaConf's mandatory value, never given
+            raise ConfigError(f"{key} must be set: add {key}=... to the command line")
         if isinstance(value, str) and "${" in value:
             continue
         for rule in RULES:

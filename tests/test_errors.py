@@ -68,6 +68,7 @@ def one_error_line(stderr: str) -> str:
         ("eval.kid_subset=0", "eval.kid_subset=0 must be an integer >= 1"),
         ("callbacks.last_checkpoint.every_n_steps=0.5", "callbacks.last_checkpoint.every_n_steps=0.5"),
         ("trainer.deterministic=1", "trainer.deterministic=1 must be true or false"),
+        ("data=image_folder", "data.path must be set: add data.path=... to the command line"),
     ],
 )
 def test_numeric_settings_are_checked_at_start_up(override, message, tmp_path):

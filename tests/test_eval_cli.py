@@ -31,7 +31,9 @@ def test_eval_scores_a_checkpoint_and_writes_json(tmp_path):
     assert report["metrics"] == results and report["g_step"] == 2 and report["data"] == "mnist5k"
     for key in ("val/class_consistency", "val/fid_domain", "val/kid_domain_mean", "val/is_domain_mean"):
         assert key in results, key
-    assert 0 <= results["val/class_consistency"] <= 1 and results["val/evaluator_acc"] > 0.9
+    # Two steps of training: G draws noise, which the classifier reads as the asked digit about as often as
+    # chance (1 in 10), far from a conditional G's consistency; the classifier itself reads real digits well.
+    assert results["val/class_consistency"] < 0.5 and results["val/evaluator_acc"] > 0.9
 
 
 def test_eval_cli_errors_are_one_line(tmp_path):
@@ -39,10 +41,13 @@ def test_eval_cli_errors_are_one_line(tmp_path):
     run = lambda *a: subprocess.run(  # noqa: E731
         [sys.executable, "-m", "src.eval", *a], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
-    out = run()
-    assert out.returncode == 2 and "ckpt is required" in out.stderr and "Traceback" not in out.stderr
+    out = run()  # the whole of stderr is the one message
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == "error: ckpt is required: python -m src.eval ckpt=<checkpoint file or run folder>\n"
     (tmp_path / "x.ckpt").write_bytes(b"garbage")
     out = run(f"ckpt={tmp_path / 'x.ckpt'}")
-    assert out.returncode == 2 and str(tmp_path / "x.ckpt") in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2, out.stderr
+    # Longer than 80 columns, and still one line when stderr is not a terminal.
+    assert out.stderr == f"error: {tmp_path / 'x.ckpt'} is not a gan-zoo checkpoint (not a PyTorch file)\n"
     out = run("--help")
     assert out.returncode == 0 and "ckpt=PATH" in out.stdout and "eval.feature_extractor" in out.stdout

@@ -110,7 +110,8 @@ def test_sigterm_to_a_training_process_leaves_a_checkpoint_that_resumes(tmp_path
     (ckpt,) = list((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt"))
     g = torch.load(ckpt, weights_only=True)["gan_zoo"]["g_step"]
     # The checkpoint is the one written on the signal (not an earlier end-of-epoch one), and says so.
-    said = re.search(r"saved (\S+) at G step (\d+); resume with ckpt_path=(\S+)", out)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out)  # colorlog's colours off
+    said = re.search(r"saved (\S+) at G step (\d+); resume with ckpt_path=(\S+)", plain)
     assert said, out[-2000:]
     assert said[1] == said[3] == str(ckpt) and int(said[2]) == g >= 1
     _, resumed = run_train([*BASE, f"trainer.max_steps={g + 2}", f"ckpt_path={ckpt}"], tmp_path / "resumed")
