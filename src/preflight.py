@@ -50,3 +50,54 @@ class Preflight(Callback):
             check_writable(folder, key)
         except GanZooError as e:
             exit_with_error(e)
+
+
+def squash(text: str) -> str:
+    """Hydra's multi-line message as one line: sentences joined, option lists comma-separated, the
+    config search path left out."""
+    parts: list[str] = []
+    for line in text.split("Config search path")[0].splitlines():
+        line = line.strip()
+        if not line or line.startswith(("full_key:", "object_type=", "reference_type=")):
+            continue
+        if parts and parts[-1].endswith(":"):
+            parts[-1] += " " + line
+        elif parts and not parts[-1].endswith((".", ":")) and line.isidentifier():
+            parts[-1] += ", " + line  # one option of a list
+        else:
+            parts.append(line)
+    return "".join(
+        p if i == 0 else (" " if parts[i - 1].endswith(".") else "; ") + p for i, p in enumerate(parts)
+    )
+
+
+def one_line_hydra_errors() -> None:
+    """Hydra reports a bad override (an unknown option or key, bad syntax) on several lines with exit
+    status 1; here it is one `error:` line and exit status 2, like every other bad input. Hydra has no
+    hook for this, so its reporter is wrapped (`run_and_report`, looked up at call time by `_run_hydra`);
+    HYDRA_FULL_ERROR=1 still shows Hydra's own report."""
+    import hydra._internal.utils as hydra_utils
+    from hydra.errors import CompactHydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    report = hydra_utils.run_and_report
+
+    def run_and_report(func: Any) -> Any:
+        try:
+            return func()
+        except CompactHydraException as e:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            cause = e.__cause__
+            detail = f" ({squash(str(cause))})" if isinstance(cause, OmegaConfBaseException) else ""
+            override = getattr(e, "override", None)  # a syntax error: which override
+            exit_with_error(ConfigError((f"{override}: " if override else "") + squash(str(e)) + detail))
+        except Exception as e:  # anything else: as Hydra reports it
+            error = e
+
+            def again() -> None:
+                raise error
+
+            return report(again)
+
+    hydra_utils.run_and_report = run_and_report

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer
 from src.errors import CheckpointError, ConfigError, GanZooError
+from src.preflight import one_line_hydra_errors
 from src.utils.perf import apply_perf
 from src.utils.run import apply_extras, exit_with_error, print_summary
 from src.validate import check_config
@@ -133,6 +134,17 @@ def checked_resume(ckpt_path: str | None, cfg: DictConfig, model: L.LightningMod
             f"run `python -m src.train {trained + ' ' if trained else ''}ckpt_path={ckpt_path}` with the "
             "overrides it was trained with; to start fresh, leave out ckpt_path"
         )
+    schedule = OmegaConf.select(old_cfg, "model.lr_schedule") or {}
+    total = OmegaConf.select(cfg, "model.lr_schedule.total_steps")
+    if schedule.get("name") == "linear_decay" and schedule.get("total_steps") != total:
+        log.warning(
+            "model.lr_schedule=linear_decay: %s was trained with total_steps=%s, this run has %s; the learning "
+            "rate follows the new schedule from here, so the result differs from a run that long from the "
+            "start (model.lr_schedule.name=constant extends exactly)",
+            ckpt_path,
+            schedule.get("total_steps"),
+            total,
+        )
     return info["wandb_id"]
 
 
@@ -217,4 +229,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    one_line_hydra_errors()
     main()

@@ -31,12 +31,13 @@ def t(values):
     return torch.tensor(values, dtype=torch.float64)
 
 
+LOSS_NAMES = choices("loss")  # every loss config is tested, not a hand list
+LOSS_CONFS = {name: OmegaConf.load(CONF / "loss" / f"{name}.yaml").loss for name in LOSS_NAMES}
+
+
 def conf_loss(name: str):
-    """The loss object conf/loss/<name>.yaml builds (every loss config is tested, not a hand list)."""
-    return instantiate(OmegaConf.load(CONF / "loss" / f"{name}.yaml").loss)
-
-
-LOSS_NAMES = choices("loss")
+    """The loss object conf/loss/<name>.yaml builds."""
+    return instantiate(LOSS_CONFS[name])
 
 
 def softplus(v: float) -> float:

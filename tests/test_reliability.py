@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT, run_train
 
 from src.callbacks.safety import AtomicCheckpointIO
-from src.errors import NonFiniteError
+from src.errors import NonFiniteError, WriteError
 
 # A small, fast run that exercises everything a resume must restore: Adam moments, the LR
 # schedule, EMA, n_critic, GP randomness, epoch boundaries (160 images / 16 = 10 batches an epoch).
@@ -80,7 +80,9 @@ def test_atomic_checkpoint_io_keeps_the_old_file_and_refuses_nan(tmp_path):
         def __reduce__(self):
             raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(
+        WriteError, match=f"cannot write the checkpoint {path}: disk full; the previous last.ckpt is intact"
+    ):
         io.save_checkpoint({"state_dict": {"w": torch.zeros(2)}, "x": Unpicklable()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind

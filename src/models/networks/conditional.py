@@ -14,6 +14,7 @@ from hydra.utils import get_class
 from torch import Tensor, nn
 
 from src.models.networks.layers import activation, norm_layer, weight_layer
+from src.models.networks.mlp import MLPDiscriminator
 
 
 def build_base(base: str, **kwargs) -> nn.Module:
@@ -67,6 +68,8 @@ class ConditionalDiscriminator(nn.Module):
         extra = {"in_extra": num_classes} if cond == "concat" else {}
         self.net = build_base(base, **kwargs, **extra)
         self.pack, self.shape = getattr(self.net, "pack", 1), self.net.shape
+        # An MLP reads flat inputs: the one-hot goes after the flattened image, not as image planes.
+        self.flat = isinstance(self.net, MLPDiscriminator)
         if cond == "projection":
             if self.pack > 1:
                 raise ValueError(
@@ -79,7 +82,7 @@ class ConditionalDiscriminator(nn.Module):
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         if self.cond == "concat":
             onehot = F.one_hot(y, self.num_classes).to(x.dtype)
-            if x.dim() == 4:
+            if x.dim() == 4 and not self.flat:
                 onehot = onehot[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
             else:
                 x = x.flatten(1)
