@@ -15,7 +15,10 @@ import torch
 from conftest import ROOT
 
 QUIET = ["extras.print_config=false", "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar"]
-ENV = {"PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "PYTHONUNBUFFERED": "1"}
+ENV = {
+    "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    "PYTHONUNBUFFERED": "1",
+}
 
 
 def probe_args(probe):
@@ -69,9 +72,17 @@ def test_two_nodes_on_loopback_end_with_identical_weights(tmp_path):
     args += ["data.batch_size=16", "eval.metrics=[]", "~callbacks.samples", *QUIET, *probe_args(probe)]
     procs = []
     for node in (0, 1):
-        env = {**os.environ, **ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": str(node)}
+        env = {
+            **os.environ,
+            **ENV,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "NODE_RANK": str(node),
+        }
         cmd = [sys.executable, "-m", "src.train", *args, f"hydra.run.dir={tmp_path / f'node{node}'}"]
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        )
     outs = [p.communicate(timeout=300)[0].decode(errors="replace") for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
     check_ranks(probe, {"g_step": 3, "d_step": 3, "world_size": 2})

@@ -105,7 +105,9 @@ def test_cli_output_folder_that_cannot_be_created(tmp_path):
     code, err, _ = cli([f"paths.log_dir={tmp_path / 'file' / 'logs'}", *SMALL], tmp_path)
     assert code == 2
     line = one_error_line(err)
-    assert f"cannot create the output folder {tmp_path / 'file' / 'logs'}" in line and "Not a directory" in line
+    assert (
+        f"cannot create the output folder {tmp_path / 'file' / 'logs'}" in line and "Not a directory" in line
+    )
 
 
 def limit_file_size(nbytes):
@@ -150,7 +152,9 @@ def dcgan_ckpt(tmp_path_factory):
 
 
 def test_cli_resume_with_another_model_says_what_it_was_trained_with(dcgan_ckpt, tmp_path):
-    code, err, _ = cli(["model=gan", f"ckpt_path={dcgan_ckpt}", f"paths.log_dir={tmp_path}", *SMALL], tmp_path)
+    code, err, _ = cli(
+        ["model=gan", f"ckpt_path={dcgan_ckpt}", f"paths.log_dir={tmp_path}", *SMALL], tmp_path
+    )
     assert code == 2
     line = one_error_line(err)
     assert f"ckpt_path={dcgan_ckpt} was trained with model=dcgan loss=nonsaturating data=mnist5k" in line

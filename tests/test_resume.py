@@ -21,7 +21,9 @@ class RecordBatches(L.Callback):
         self.path, self.rows = path, []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.rows.append([pl_module.d_step, float(batch[0].double().sum()), float(torch.get_rng_state().sum())])
+        self.rows.append(
+            [pl_module.d_step, float(batch[0].double().sum()), float(torch.get_rng_state().sum())]
+        )
 
     def on_train_end(self, trainer, pl_module) -> None:
         with open(self.path, "w") as f:
@@ -81,7 +83,10 @@ def test_epochs_cut_by_limit_train_batches_draw_new_batches(tmp_path):
 
 def continue_run(tmp_path, overrides, first: list[str], then: list[str]):
     """(a straight run, the run continued from the first one's last.ckpt) with `overrides` in common."""
-    rec = ["+callbacks.rec._target_=test_resume.RecordBatches", "+callbacks.rec.path=${paths.output_dir}/r.json"]
+    rec = [
+        "+callbacks.rec._target_=test_resume.RecordBatches",
+        "+callbacks.rec.path=${paths.output_dir}/r.json",
+    ]
     _, straight = run_train([*overrides, *rec, *then], tmp_path / "straight")
     run_train([*overrides, *rec, *first], tmp_path / "first")
     ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"

@@ -174,7 +174,9 @@ def test_cli_unknown_key_says_how_to_add_it(tmp_path):
     out = cli(["model.nonsense=3", f"paths.log_dir={tmp_path}"])
     assert out.returncode == 2
     (line,) = [x for x in out.stderr.splitlines() if x.strip()]
-    assert line.startswith("error: Could not override 'model.nonsense'. To append to your config use +model.nonsense=3")
+    assert line.startswith(
+        "error: Could not override 'model.nonsense'. To append to your config use +model.nonsense=3"
+    )
 
 
 def test_cli_incompatible_pair_is_one_clear_line(tmp_path):
