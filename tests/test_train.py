@@ -144,10 +144,14 @@ def test_minimax_generator_gradient_vanishes_against_a_strong_discriminator(tmp_
 
 
 def test_ring8_nonsaturating_covers_the_modes(tmp_path):
-    """model=gan on PacGAN's ring in well under a minute: >= 6/8 modes and >= 70% high-quality samples."""
-    metrics, objects = run_train(["experiment=ring8_fast", "~callbacks.samples"], tmp_path)
+    """model=gan on PacGAN's ring: all 8 modes and >= 65% high-quality samples.
+
+    Measured over seeds 42, 1, 2, 3, 4 (CPU): modes 8/8 on every seed; HQ 0.755 / 0.796 / 0.831 / 0.855 /
+    0.878 (min / median / max 0.755 / 0.831 / 0.878). The thresholds sit below the minimum by about the
+    spread's half; a collapsed G (a few modes, or samples between them) fails both."""
+    metrics, objects = run_train(["experiment=ring8_fast", "~callbacks.samples", "seed=42"], tmp_path)
     assert objects["cfg"].model.generator._target_.endswith("MLPGenerator")
-    assert metrics["val/modes"] >= 6 and metrics["val/hq"] >= 0.7, metrics
+    assert metrics["val/modes"] == 8 and metrics["val/hq"] >= 0.65, metrics
 
 
 def cli(args, cwd=ROOT, env=None, timeout=300):
