@@ -144,7 +144,7 @@ def test_loss_configs_carry_paper_defaults_and_overrides_win(tmp_path):
         (["data.shape=[1,30,30]"], r"image side of s0 \* 2\^k"),
         (["model.optimizer_g.name=adamax"], r"unknown optimizer 'adamax'; valid choices: adam"),
         (["loss=wgan", "model.optimizer_d.betas=[0.5,0.9]"], r"rmsprop.*does not accept"),
-        (["model.n_critic=0"], r"n_critic must be >= 1"),
+        (["model.n_critic=0"], r"model.n_critic=0 must be an integer >= 1"),
         (
             ["trainer.max_steps=-1", "trainer.max_epochs=-1"],
             r"linear_decay needs the run's length",
