@@ -53,6 +53,25 @@ def run_train(overrides: list[str], tmp_path: Path, fast: bool = True):
     return train(cfg)
 
 
+def on_built_model(monkeypatch, hook):
+    """Call hook(model) on the model train() builds, before it trains (its real starting point)."""
+    import src.train
+
+    build = src.train.build_model
+
+    def spy(*args, **kwargs):
+        model = build(*args, **kwargs)
+        hook(model)
+        return model
+
+    monkeypatch.setattr(src.train, "build_model", spy)
+
+
+def parameters(model) -> dict:
+    """Trainable weights only: BatchNorm running statistics change in any forward pass, trained or not."""
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
 @pytest.fixture
 def compose_cfg(tmp_path):
     return lambda overrides: make_cfg(overrides, tmp_path)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import CACHE, CONF, choices, make_cfg, run_train
+from conftest import CACHE, CONF, choices, make_cfg, on_built_model, parameters, run_train
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 from PIL import Image
@@ -46,25 +46,6 @@ TINY = [
     "eval.metrics=[]",
     "~callbacks.samples",
 ]
-
-
-def on_built_model(monkeypatch, hook):
-    """Call hook(model) on the model train() builds, before it trains (its real starting point)."""
-    import src.train
-
-    build = src.train.build_model
-
-    def spy(*args, **kwargs):
-        model = build(*args, **kwargs)
-        hook(model)
-        return model
-
-    monkeypatch.setattr(src.train, "build_model", spy)
-
-
-def parameters(model) -> dict:
-    """Trainable weights only: BatchNorm running statistics change in any forward pass, trained or not."""
-    return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
 def logged_rows(run_dir) -> list[dict]:

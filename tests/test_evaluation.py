@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CACHE, ROOT, run_train
+from conftest import CACHE, ROOT, on_built_model, run_train
 from torch import nn
 
 from src.data.mnist5k import EmbeddedMNIST
@@ -28,20 +28,6 @@ def digits():
     net, acc = load_or_train(dm, CACHE / "classifiers", epochs=6, batch_size=128, lr=1e-3, seed=0)
     x, y = dm.data["val"]
     return net, acc, x.float() / 127.5 - 1, y
-
-
-def on_built_model(monkeypatch, hook):
-    """Call hook(model) on the model train() builds, before it trains."""
-    import src.train
-
-    build = src.train.build_model
-
-    def spy(*args, **kwargs):
-        model = build(*args, **kwargs)
-        hook(model)
-        return model
-
-    monkeypatch.setattr(src.train, "build_model", spy)
 
 
 def watch_validation(monkeypatch) -> list:

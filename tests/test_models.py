@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import CONF, choices, make_cfg, run_train
+from conftest import CONF, choices, make_cfg, on_built_model, parameters, run_train
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 from torch import nn
@@ -32,25 +32,6 @@ def model_class(name: str) -> type:
 MODELS = [m for m in choices("model") if model_class(m) is GANModule]
 LOSSES = choices("loss")
 DATA = ["ring8", "mnist5k"]
-
-
-def on_built_model(monkeypatch, hook):
-    """Call hook(model) on the model train() builds, before it trains (its real starting point)."""
-    import src.train
-
-    build = src.train.build_model
-
-    def spy(*args, **kwargs):
-        model = build(*args, **kwargs)
-        hook(model)
-        return model
-
-    monkeypatch.setattr(src.train, "build_model", spy)
-
-
-def parameters(model) -> dict:
-    """Trainable weights only: BatchNorm running statistics change in any forward pass, trained or not."""
-    return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
 def read_csv(path):
