@@ -102,9 +102,11 @@ CONSTANT = ["data.batch_size=16", "model.lr_schedule.name=constant", "trainer.li
 
 
 def test_extending_a_finished_run_equals_a_straight_run(tmp_path):
+    """Evaluation on: the first run evaluates when max_steps stops it, the straight run does not; neither
+    that nor the sample figures may shift the training stream."""
     a, b = continue_run(
         tmp_path,
-        ["model=dcgan", *CONSTANT, "model.ema_decay=0.9", "eval.metrics=[]", "~callbacks.samples"],
+        ["model=dcgan", *CONSTANT, "model.ema_decay=0.9"],
         ["trainer.max_steps=5"],
         ["trainer.max_steps=10"],
     )
