@@ -6,6 +6,7 @@ becomes one `CheckpointError` that names the file.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 import zipfile
@@ -16,7 +17,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from src.build import build_model
-from src.errors import CheckpointError, GanZooError
+from src.errors import CheckpointError, ConfigError, GanZooError
+
+log = logging.getLogger(__name__)
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
 PICKLE_MAGIC = b"\x80"  # the legacy format starts with a pickle protocol >= 2 header
@@ -107,6 +110,80 @@ def load_weights(
         net.load_state_dict(state)
     except RuntimeError as e:
         raise error(f"{what}: {' '.join(str(e).split())[:300]}") from None
+
+
+GROUPS = ("model", "loss", "data")
+
+
+def group_choices() -> dict[str, str]:
+    """The options picked for the groups a checkpoint must match (model=dcgan loss=wgan_gp data=mnist5k)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {g: str(choices[g]) for g in GROUPS if choices.get(g) is not None}
+
+
+def check_resume(ckpt_path: str, cfg: DictConfig, model: torch.nn.Module) -> str | None:
+    """Check that the checkpoint to resume fits this command (the groups it was trained with, its
+    weights' names and shapes) before the Trainer loads it with a raw traceback; return the W&B run it
+    was logging to, so that resuming continues that run."""
+    try:
+        old_cfg, state, info = load_checkpoint(ckpt_path)
+    except CheckpointError as e:
+        raise ConfigError(f"ckpt_path={ckpt_path}: {e}") from None
+    old = dict(info.get("choices") or {})
+    new = dict(model.choices)
+    differ = [g for g in GROUPS if g in old and g in new and old[g] != new[g]]
+    for g in GROUPS:  # checkpoints without the names: compare what the groups build
+        if g not in old and OmegaConf.select(old_cfg, f"{g}._target_") != OmegaConf.select(
+            cfg, f"{g}._target_"
+        ):
+            differ.append(g)
+    mine = model.state_dict()
+    misfit = sorted(set(mine) ^ set(state)) or [
+        k for k in mine if tuple(mine[k].shape) != tuple(getattr(state[k], "shape", ()))
+    ]
+    if differ or misfit:
+        trained = " ".join(f"{g}={old[g]}" for g in GROUPS if g in old)
+        asked = " ".join(f"{g}={new[g]}" for g in GROUPS if g in new)
+        if differ and trained and asked:
+            detail = f"this command has {asked}"
+        else:
+            changed = settings_diff(old_cfg, cfg)
+            detail = f"its weights do not fit this model ({misfit[0] if misfit else differ[0]})" + (
+                f"; settings that differ: {', '.join(changed)}" if changed else ""
+            )
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} was trained with {trained or 'another model'}; {detail}. To resume it, "
+            f"run `python -m src.train {trained + ' ' if trained else ''}ckpt_path={ckpt_path}` with the "
+            "overrides it was trained with; to start fresh, leave out ckpt_path"
+        )
+    schedule = OmegaConf.select(old_cfg, "model.lr_schedule") or {}
+    total = OmegaConf.select(cfg, "model.lr_schedule.total_steps")
+    if schedule.get("name") == "linear_decay" and schedule.get("total_steps") != total:
+        log.warning(
+            "model.lr_schedule=linear_decay: %s was trained with total_steps=%s, this run has %s; the learning "
+            "rate follows the new schedule from here, so the result differs from a run that long from the "
+            "start (model.lr_schedule.name=constant extends exactly)",
+            ckpt_path,
+            schedule.get("total_steps"),
+            total,
+        )
+    return info["wandb_id"]
+
+
+def settings_diff(old: DictConfig, new: DictConfig, limit: int = 4) -> list[str]:
+    """`key: old -> new` for the model/loss/data settings that differ (the first `limit`)."""
+    from src.validate import leaves
+
+    def flat(cfg: DictConfig) -> dict:
+        return dict(leaves({g: OmegaConf.to_container(cfg[g], resolve=True) for g in GROUPS if g in cfg}))
+
+    a, b = flat(old), flat(new)
+    keys = [k for k in b if k in a and a[k] != b[k] and not k.startswith("data.root")]
+    return [f"{k}: {a[k]} -> {b[k]}" for k in keys[:limit]]
 
 
 def build_from_checkpoint(

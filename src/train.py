@@ -13,10 +13,11 @@ from typing import Any
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer
-from src.errors import CheckpointError, ConfigError, GanZooError
+from src.checkpoint import check_resume, group_choices
+from src.errors import ConfigError, GanZooError
 from src.preflight import one_line_hydra_errors
 from src.utils.perf import apply_perf
 from src.utils.run import apply_extras, exit_with_error, print_summary
@@ -32,14 +33,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
-    model.choices = group_choices()
+    model.choices = group_choices()  # stored in checkpoints: a resume must name the same groups
     check_optimized_metric(cfg, model)
     done = apply_perf(cfg.get("perf"), model)
     if done:
         log.info("perf: %s", ", ".join(done))
     callbacks = build_callbacks(cfg, model)
     ckpt_path = resolve_ckpt_path(cfg) if cfg.get("train", True) else None
-    loggers = build_loggers(cfg, resume_wandb_id=checked_resume(ckpt_path, cfg, model))
+    wandb_id = check_resume(ckpt_path, cfg, model) if ckpt_path else None  # fits this command?
+    loggers = build_loggers(cfg, resume_wandb_id=wandb_id)
     trainer = build_trainer(cfg, callbacks, loggers)
     for logger in trainer.loggers:
         logger.log_hyperparams(model.run_config)
@@ -80,84 +82,6 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     newest = max(found, key=lambda p: p.stat().st_mtime)
     log.info("ckpt_path=auto: resuming from %s", newest)
     return str(newest)
-
-
-GROUPS = ("model", "loss", "data")
-
-
-def group_choices() -> dict[str, str]:
-    """The options picked for the groups a checkpoint must match (model=dcgan loss=wgan_gp data=mnist5k)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return {}
-    choices = HydraConfig.get().runtime.choices
-    return {g: str(choices[g]) for g in GROUPS if choices.get(g) is not None}
-
-
-def checked_resume(ckpt_path: str | None, cfg: DictConfig, model: L.LightningModule) -> str | None:
-    """Check that the checkpoint to resume fits this command (what it was trained with, its weights'
-    names and shapes), here with one clear line rather than in the Trainer with a traceback; return the
-    W&B run it was logging to, so that resuming continues that run."""
-    if not ckpt_path:
-        return None
-    from src.checkpoint import load_checkpoint
-
-    try:
-        old_cfg, state, info = load_checkpoint(ckpt_path)
-    except CheckpointError as e:
-        raise ConfigError(f"ckpt_path={ckpt_path}: {e}") from None
-    old = dict(info.get("choices") or {})
-    new = dict(model.choices)
-    differ = [g for g in GROUPS if g in old and g in new and old[g] != new[g]]
-    for g in GROUPS:  # checkpoints without the names: compare what the groups build
-        if g not in old and OmegaConf.select(old_cfg, f"{g}._target_") != OmegaConf.select(
-            cfg, f"{g}._target_"
-        ):
-            differ.append(g)
-    mine = model.state_dict()
-    misfit = sorted(set(mine) ^ set(state)) or [
-        k for k in mine if tuple(mine[k].shape) != tuple(getattr(state[k], "shape", ()))
-    ]
-    if differ or misfit:
-        trained = " ".join(f"{g}={old[g]}" for g in GROUPS if g in old)
-        asked = " ".join(f"{g}={new[g]}" for g in GROUPS if g in new)
-        if differ and trained and asked:
-            detail = f"this command has {asked}"
-        else:
-            changed = settings_diff(old_cfg, cfg)
-            detail = f"its weights do not fit this model ({misfit[0] if misfit else differ[0]})" + (
-                f"; settings that differ: {', '.join(changed)}" if changed else ""
-            )
-        raise ConfigError(
-            f"ckpt_path={ckpt_path} was trained with {trained or 'another model'}; {detail}. To resume it, "
-            f"run `python -m src.train {trained + ' ' if trained else ''}ckpt_path={ckpt_path}` with the "
-            "overrides it was trained with; to start fresh, leave out ckpt_path"
-        )
-    schedule = OmegaConf.select(old_cfg, "model.lr_schedule") or {}
-    total = OmegaConf.select(cfg, "model.lr_schedule.total_steps")
-    if schedule.get("name") == "linear_decay" and schedule.get("total_steps") != total:
-        log.warning(
-            "model.lr_schedule=linear_decay: %s was trained with total_steps=%s, this run has %s; the learning "
-            "rate follows the new schedule from here, so the result differs from a run that long from the "
-            "start (model.lr_schedule.name=constant extends exactly)",
-            ckpt_path,
-            schedule.get("total_steps"),
-            total,
-        )
-    return info["wandb_id"]
-
-
-def settings_diff(old: DictConfig, new: DictConfig, limit: int = 4) -> list[str]:
-    """`key: old -> new` for the model/loss/data settings that differ (the first `limit`)."""
-    from src.validate import leaves
-
-    def flat(cfg: DictConfig) -> dict:
-        return dict(leaves({g: OmegaConf.to_container(cfg[g], resolve=True) for g in GROUPS if g in cfg}))
-
-    a, b = flat(old), flat(new)
-    keys = [k for k in b if k in a and a[k] != b[k] and not k.startswith("data.root")]
-    return [f"{k}: {a[k]} -> {b[k]}" for k in keys[:limit]]
 
 
 # train/ diagnostics every run logs (auxiliary terms add train/<phase>_<term>_<part> and train/<term>_*).
