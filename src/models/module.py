@@ -295,25 +295,29 @@ class GANModule(L.LightningModule):
     def nonfinite(self, phase: str, terms: dict[str, Tensor], opt: Any) -> None:
         """A non-finite loss or gradient, or a loss beyond model.max_loss: skip the step or stop."""
         values = {k: float(v.detach().float().sum()) for k, v in terms.items()}
-        huge = [k for k, v in values.items() if math.isfinite(v) and self.max_loss and abs(v) > self.max_loss]
-        bad = [k for k, v in values.items() if not math.isfinite(v)] or huge or ["gradients"]
-        if huge and bad == huge:
-            shown = ", ".join(f"{k} = {values[k]:.3g}" for k in huge)
-            bad = [f"loss beyond model.max_loss={self.max_loss:g} ({shown}: diverged)"]
+        total = sum(values.values())
+        nonfinite = [k for k, v in values.items() if not math.isfinite(v)]
+        if nonfinite or not math.isfinite(total):
+            what = f"non-finite {', '.join(nonfinite or ['loss'])}"
+        elif self.max_loss and abs(total) > self.max_loss:  # the same test as is_finite, on the total
+            shown = ", ".join(f"{k} = {v:.3g}" for k, v in values.items())
+            what = f"loss beyond model.max_loss={self.max_loss:g} ({shown}: diverged)"
+        else:
+            what = "non-finite gradients"
         where = f"G step {self.g_step}, D step {self.d_step}, {'discriminator' if phase == 'd' else 'generator'} phase"
         if self.on_nonfinite == "skip":
             opt.zero_grad(set_to_none=True)
             self.skipped[phase] += 1
             log.warning(
                 "skipped a step: %s (%s); %d skipped so far",
-                ("" if huge else "non-finite ") + ", ".join(bad),
+                what,
                 where,
                 sum(self.skipped.values()),
             )
             return
         ckpt = last_checkpoint(self.trainer) if self._trainer else ""
         raise NonFiniteError(
-            f"{'' if huge else 'non-finite '}{', '.join(bad)} at {where} (term names: {', '.join(terms)}); "
+            f"{what} at {where} (term names: {', '.join(terms)}); "
             "training stopped. "
             f"Last good checkpoint: {ckpt or 'none written yet'}. Lower the learning rate, check the data, "
             "or set model.on_nonfinite=skip to skip such steps and count them."
