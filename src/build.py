@@ -44,9 +44,8 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
 def build_model(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> L.LightningModule:
     loss = _instantiate(cfg.loss, "loss")
     model = _instantiate(cfg.model, "model", loss=loss)
-    if datamodule is not None and hasattr(model, "check_data"):
+    if datamodule is not None:
         model.check_data(datamodule)
-    if datamodule is not None and hasattr(datamodule, "evaluation_metrics"):
         # Outside the training stream: whether a classifier is trained or read from the cache, or
         # evaluation is off, the run draws the same noise.
         with torch.random.fork_rng(devices=[]):

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.build import build_model
 from src.errors import CheckpointError, ConfigError, GanZooError
+from src.utils.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +101,6 @@ def load_checkpoint(path: str | Path) -> tuple[DictConfig, dict[str, Any], dict[
 def has_pickle(file: Path) -> bool:
     with zipfile.ZipFile(file) as z:
         return any(name.endswith("/data.pkl") for name in z.namelist())
-
-
-def load_weights(
-    net: torch.nn.Module, state: dict[str, Any], what: str, error: type[Exception] = CheckpointError
-) -> None:
-    """`net.load_state_dict(state)`; a mismatch raises `error` with `what` and the first of PyTorch's detail."""
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:
-        raise error(f"{what}: {' '.join(str(e).split())[:300]}") from None
 
 
 GROUPS = ("model", "loss", "data")
@@ -195,6 +186,43 @@ def build_from_checkpoint(
         model = build_model(cfg)
     except GanZooError as e:
         raise CheckpointError(f"{info['path']}: its stored config no longer builds a model: {e}") from e
-    load_weights(model, state, f"{info['path']}: its weights do not fit the model its config builds")
+    load_weights(model, state, f"{info['path']}: its weights do not fit the model its config builds", CheckpointError)
     model.d_step, model.g_step = info["d_step"] or 0, info["g_step"] or 0
     return model.to(device).eval(), cfg, info
+
+
+def load_stage1(path: str | None, stage: int | str = 2) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    """StackGAN stage II's input (conf/model/stackgan.yaml, `stage1_source`): (stage-I settings, its generator's
+    weights) from a stage-I checkpoint or run folder; None for another stage or without a path."""
+    from src.models.stackgan import NOT_FOR, STAGE1_HINT
+    from src.text.encoders import identity_of
+
+    if str(stage) != "2" or not path:
+        return None
+    try:
+        cfg, state, info = load_checkpoint(path)
+    except CheckpointError as e:
+        raise ConfigError(f"model.stage1_ckpt: {e}; {STAGE1_HINT}") from None
+    file, model = info["path"], OmegaConf.to_container(cfg.get("model") or OmegaConf.create(), resolve=True)
+    target = str(model.get("_target_", ""))
+    if not target.endswith(".StackGAN"):
+        raise ConfigError(
+            f"model.stage1_ckpt={file} is a checkpoint of {target or 'an unknown model'}, not of a StackGAN "
+            f"stage I; {STAGE1_HINT}"
+        )
+    if str(model.get("stage")) not in ("1", "both"):
+        raise ConfigError(
+            f"model.stage1_ckpt={file} is a StackGAN stage-II checkpoint; give the stage-I checkpoint "
+            f"(this one refines {model.get('stage1_ckpt')})"
+        )
+    spec = {
+        "ckpt": str(file),
+        "shape": [int(s) for s in model.get("stage1_shape") or []],
+        "latent_dim": int(model["latent_dim"]),
+        "c_dim": int(model["c_dim"]),
+        # What the encoder is, not its config: a _target_ here would be instantiated when this spec is read back.
+        "text_encoder": identity_of(model.get("text_encoder") or {}),
+        "generator": {k: v for k, v in (model.get("generator") or {}).items() if k not in NOT_FOR[1]},
+    }
+    prefix = "ema_generator." if any(k.startswith("ema_generator.") for k in state) else "generator."
+    return spec, {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

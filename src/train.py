@@ -7,26 +7,44 @@ Trainer, and fits. Returns the value of `optimized_metric` for sweepers.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, ListConfig
 
 from src.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer
 from src.checkpoint import check_resume, group_choices
 from src.errors import ConfigError, GanZooError
 from src.preflight import one_line_hydra_errors
+from src.callbacks.safety import LastCheckpoint
 from src.utils.perf import apply_perf
-from src.utils.run import apply_extras, exit_with_error, print_summary
+from src.utils.compose import CONF
+from src.utils.run import apply_extras, exit_with_error, last_checkpoint, print_summary
 from src.validate import check_config
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """This run, then the runs its plan adds (`stages` for this model.stage: StackGAN's stage II); the
+    first run's metrics and objects."""
+    result = train_one(cfg)
+    for stage in (cfg.get("stages") or {}).get(str(cfg.model.get("stage")), [])[1:]:
+        cfg = next_stage(result[1]["trainer"], cfg, stage)
+        if cfg is None:
+            break
+        train_one(cfg)
+    return result
+
+
+def train_one(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     check_config(cfg)
     # Every process seeds the same way before building: the networks start identical on every rank.
     if cfg.get("seed") is not None:
@@ -55,8 +73,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     metrics.update(model.last_logged)
     print_summary(trainer, model, cfg.paths.output_dir, wall)
     finish_loggers(trainer, metrics)
-    if cfg.get("train", True) and hasattr(model, "after_fit"):
-        model.after_fit()  # a follow-up run once this one is closed (StackGAN model.stage=both: stage II)
     return metrics, {
         "cfg": cfg,
         "datamodule": datamodule,
@@ -64,6 +80,46 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         "trainer": trainer,
         "wall_time": wall,
     }
+
+
+def next_stage(trainer: L.Trainer, cfg: DictConfig, stage: DictConfig) -> DictConfig | None:
+    """The next run of a plan: this command line plus the stage's overrides, `{previous}` being the last.ckpt
+    of the run just closed, in <run>/<folder>. None (with the reason logged) when there is nothing to go on."""
+    if not cfg.get("train", True):
+        return None
+    if any(isinstance(cb, LastCheckpoint) and cb.received is not None for cb in trainer.callbacks):
+        log.warning("the run was stopped by a signal: the next stage is not started (resume with ckpt_path=...)")
+        return None
+    ckpt = last_checkpoint(trainer)
+    if not ckpt or not HydraConfig.initialized():
+        log.warning("no last.ckpt or Hydra run to continue from: start the next stage yourself (model.stage=...)")
+        return None
+    paths = cfg.paths
+    out = Path(paths.output_dir) / (stage.folder or "")
+    given = [str(o).replace("{previous}", quote(ckpt)) for o in flatten(stage.overrides)]
+    replaced = tuple(o.lstrip("+~").split("=", 1)[0] + "=" for o in given)
+    replaced += ("ckpt_path=", "paths.output_dir=", "paths.log_dir=", "paths.cache_dir=")
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(replaced)]
+    overrides += given + ["ckpt_path=null", f"paths.output_dir={quote(out)}"]
+    overrides += [f"paths.{k}={quote(paths[k])}" for k in ("log_dir", "cache_dir")]
+    log.info("%s done; the next stage runs in %s", ckpt, out)
+    if GlobalHydra.instance().is_initialized():
+        return compose("train", overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def flatten(items: Any) -> list[Any]:
+    """Overrides as a flat list: an entry may be a list of them (`${stage2_overrides}`)."""
+    return [x for item in items for x in (flatten(item) if isinstance(item, ListConfig | list) else [item])]
+
+
+def quote(value: Any) -> str:
+    """A value as a Hydra override value: quoted unless it is a plain path-like word."""
+    text = str(value)
+    if re.fullmatch(r"[\w./:+-]+", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:

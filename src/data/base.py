@@ -210,6 +210,11 @@ class GANDataModule(L.LightningDataModule):
         self.setup()
         return bool((self.data["train"][1] >= 0).any())
 
+    @property
+    def captioned(self) -> bool:
+        """Whether batches carry caption embeddings (text-to-image data) instead of class labels."""
+        return False
+
 
 def conform(x: Tensor, shape: tuple[int, ...], what: str) -> Tensor:
     """Bring data to `shape`: images are resized (antialiased) and converted between 1 and 3 channels."""

@@ -87,6 +87,10 @@ class CaptionedDataModule(GANDataModule):
         return False  # captions, not class labels: the domain classifier and class metrics do not apply
 
     @property
+    def captioned(self) -> bool:
+        return True
+
+    @property
     def text_dim(self) -> int:
         return self.text_encoder.dim
 

@@ -74,6 +74,20 @@ class AdversarialLoss:
     def threshold(self, real: Tensor, fake: Tensor) -> Tensor | float:
         return 0.0
 
+    def stats(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
+        """D's diagnostics on (detached) scores of a real and a fake batch, logged as train/<key>."""
+        acc_real, acc_fake = self.accuracy(real, fake)
+        stats = {
+            "d_real": self.prob(real).mean(),
+            "d_fake": self.prob(fake).mean(),
+            "d_acc_real": acc_real,
+            "d_acc_fake": acc_fake,
+            "d_acc": 0.5 * (acc_real + acc_fake),
+        }
+        if self.critic:
+            stats["wasserstein"] = real.mean() - fake.mean()
+        return stats
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v}" for k, v in vars(self).items())
         return f"{type(self).__name__}({fields})"

@@ -1,24 +1,24 @@
 """Auxiliary terms added to whatever adversarial loss is selected.
 
-Each term reads the step's context (real and fake batches, their labels or latent codes, the
-discriminator's auxiliary outputs) and returns named losses for the D phase and the G phase.
-They use only the auxiliary heads, never the adversarial score, so they are the same whether the
-adversarial head is a probability (minimax) or a critic (WGAN).
+A term is handed one `Phase`: the step's tensors (real and fake batches, their labels or latent codes, the
+discriminator's outputs) and the callables it may need (discriminate, generate, redraw the noise). It never
+sees the LightningModule, so it can be tested on hand-made tensors. Terms use only the auxiliary heads,
+never the adversarial score (the mismatch term scores with the selected loss, handed in `Phase.loss`), so
+they are the same whether the adversarial head is a probability (minimax) or a critic (WGAN). Every term
+is added by config (`model.terms.<name>`); its name prefixes what it logs (train/<phase>_<name>_<part>).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from src.models.module import GANModule
+from src.losses.adversarial import AdversarialLoss
 
 
 @dataclass
@@ -30,30 +30,56 @@ class DOut:
 
 
 @dataclass
-class Context:
-    """What an auxiliary term may look at in either phase."""
+class Phase:
+    """What a term sees in one phase (`name`: "d" or "g"). `d_real` is None in the G phase; `extras` are
+    G's extra outputs (CA's mu and log-variance); `batch_extras` more fields of the real batch (contrast
+    captions). `discriminate(x, conditions)` scores images; `generate(latent)` gives images (with
+    gradients in the G phase); `resample(latent)` redraws the noise of a latent and keeps its conditions,
+    returning the new latent and the names of the entries redrawn."""
 
-    module: GANModule
-    real: Tensor | None
+    name: str
+    real: Tensor
     labels: Tensor | None
     latent: dict[str, Tensor]
     fake: Tensor
     d_real: DOut | None
     d_fake: DOut
+    loss: AdversarialLoss
+    discriminate: Callable[[Tensor, Tensor | None], DOut]
+    generate: Callable[[dict[str, Tensor]], Tensor]
+    resample: Callable[[dict[str, Tensor]], tuple[dict[str, Tensor], list[str]]]
     extras: dict[str, Tensor] = field(default_factory=dict)
+    batch_extras: dict[str, Tensor] = field(default_factory=dict)
 
 
 class AuxTerm(nn.Module):
     """An auxiliary objective added to whatever adversarial loss is selected (AC, InfoGAN MI, KL ...)."""
 
-    def d_terms(self, ctx: Context) -> dict[str, Tensor]:
+    @property
+    def active(self) -> bool:
+        """False when configured off (a zero weight): the model leaves the term out."""
+        return True
+
+    def heads(self) -> dict[str, int]:
+        """Auxiliary discriminator heads the term reads ({name: output size}); the model adds them to D."""
         return {}
 
-    def g_terms(self, ctx: Context) -> dict[str, Tensor]:
+    def d_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters of the term itself, stepped with D (none by default)."""
+        return []
+
+    def g_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters of the term itself, stepped with G (none by default)."""
+        return []
+
+    def d_terms(self, phase: Phase) -> dict[str, Tensor]:
         return {}
 
-    def stats(self, ctx: Context) -> dict[str, Tensor]:
-        """Diagnostics logged with the training metrics (accuracies and the like)."""
+    def g_terms(self, phase: Phase) -> dict[str, Tensor]:
+        return {}
+
+    def stats(self, phase: Phase) -> dict[str, Tensor]:
+        """Diagnostics logged with the training metrics (accuracies and the like), D phase."""
         return {}
 
 
@@ -63,23 +89,30 @@ class ClassTerm(AuxTerm):
 
     head = "cls"
 
-    def __init__(self, weight: float = 1.0, d_on_fake: bool = True):
+    def __init__(self, num_classes: int, weight: float = 1.0, d_on_fake: bool = True):
         super().__init__()
-        self.weight, self.d_on_fake = weight, d_on_fake
+        self.num_classes, self.weight, self.d_on_fake = int(num_classes), weight, d_on_fake
 
-    def d_terms(self, ctx: Context) -> dict[str, Tensor]:
-        terms = {"real": self.weight * F.cross_entropy(ctx.d_real.aux[self.head], ctx.labels)}
+    @property
+    def active(self) -> bool:
+        return self.weight > 0
+
+    def heads(self) -> dict[str, int]:
+        return {self.head: self.num_classes}
+
+    def d_terms(self, phase: Phase) -> dict[str, Tensor]:
+        terms = {"real": self.weight * F.cross_entropy(phase.d_real.aux[self.head], phase.labels)}
         if self.d_on_fake:
-            terms["fake"] = self.weight * F.cross_entropy(ctx.d_fake.aux[self.head], ctx.latent["y"])
+            terms["fake"] = self.weight * F.cross_entropy(phase.d_fake.aux[self.head], phase.latent["y"])
         return terms
 
-    def g_terms(self, ctx: Context) -> dict[str, Tensor]:
-        return {"fake": self.weight * F.cross_entropy(ctx.d_fake.aux[self.head], ctx.latent["y"])}
+    def g_terms(self, phase: Phase) -> dict[str, Tensor]:
+        return {"fake": self.weight * F.cross_entropy(phase.d_fake.aux[self.head], phase.latent["y"])}
 
-    def stats(self, ctx: Context) -> dict[str, Tensor]:
-        out = {"fake_acc": (ctx.d_fake.aux[self.head].argmax(1) == ctx.latent["y"]).float().mean()}
-        if ctx.d_real is not None:
-            out["real_acc"] = (ctx.d_real.aux[self.head].argmax(1) == ctx.labels).float().mean()
+    def stats(self, phase: Phase) -> dict[str, Tensor]:
+        out = {"fake_acc": (phase.d_fake.aux[self.head].argmax(1) == phase.latent["y"]).float().mean()}
+        if phase.d_real is not None:
+            out["real_acc"] = (phase.d_real.aux[self.head].argmax(1) == phase.labels).float().mean()
         return out
 
 
@@ -93,14 +126,20 @@ class ModeSeekingTerm(AuxTerm):
         super().__init__()
         if not 0 < fraction <= 1:
             raise ValueError(f"mode-seeking fraction must be in (0, 1], got {fraction}")
+        if weight < 0:
+            raise ValueError(f"model.terms.ms.weight must be >= 0 (0: off), got {weight}")
         self.weight, self.fraction, self.eps = weight, fraction, eps
 
-    def g_terms(self, ctx: Context) -> dict[str, Tensor]:
-        n = max(2, round(ctx.fake.shape[0] * self.fraction))
-        latent = {k: v[:n] for k, v in ctx.latent.items()}
-        other, redrawn = ctx.module.resample_noise(latent)
-        fake2 = ctx.module.split_extras(ctx.module.generate(other))[0]
-        image_gap = (fake2.float() - ctx.fake[:n].float()).abs().mean()
+    @property
+    def active(self) -> bool:
+        return self.weight > 0
+
+    def g_terms(self, phase: Phase) -> dict[str, Tensor]:
+        n = max(2, round(phase.fake.shape[0] * self.fraction))
+        latent = {k: v[:n] for k, v in phase.latent.items()}
+        other, redrawn = phase.resample(latent)
+        fake2 = phase.generate(other)
+        image_gap = (fake2.float() - phase.fake[:n].float()).abs().mean()
         noise_gap = torch.cat([(other[k] - latent[k]).flatten(1) for k in redrawn], 1).abs().mean()
         return {"penalty": self.weight / (image_gap / noise_gap + self.eps)}
 
@@ -145,15 +184,15 @@ class MutualInfoTerm(AuxTerm):
     ):
         super().__init__()
         if cont_loss not in ("gaussian", "mse"):
-            raise ValueError(f"model.mi.cont_loss must be 'gaussian' or 'mse', got {cont_loss!r}")
+            raise ValueError(f"model.terms.info.cont_loss must be 'gaussian' or 'mse', got {cont_loss!r}")
         if invariance < 0:
-            raise ValueError(f"model.mi.invariance must be >= 0, got {invariance}")
+            raise ValueError(f"model.terms.info.invariance must be >= 0, got {invariance}")
         self.cat_dims, self.cont_dim = [int(k) for k in cat_dims], int(cont_dim)
         self.weight_cat, self.weight_cont, self.cont_loss = weight_cat, weight_cont, cont_loss
         self.invariance = float(invariance)
         if min(real_balance, real_confidence, real_consistency) < 0:
             raise ValueError(
-                "model.mi.real_balance, real_confidence and real_consistency must be >= 0, got "
+                "model.terms.info.real_balance, real_confidence and real_consistency must be >= 0, got "
                 f"{real_balance}, {real_confidence}, {real_consistency}"
             )
         self.real_balance, self.real_confidence = float(real_balance), float(real_confidence)
@@ -169,8 +208,11 @@ class MutualInfoTerm(AuxTerm):
         unknown = set(self.augment) - {"shift", "rotate", "scale", "thickness", "shear"}
         if unknown:
             raise ValueError(
-                f"model.mi.augment: unknown keys {sorted(unknown)}; valid: shift, rotate, scale, thickness, shear"
+                f"model.terms.info.augment: unknown keys {sorted(unknown)}; valid: shift, rotate, scale, thickness, shear"
             )
+
+    def heads(self) -> dict[str, int]:
+        return {self.head: self.q_dim}
 
     @property
     def q_dim(self) -> int:
@@ -201,28 +243,28 @@ class MutualInfoTerm(AuxTerm):
             terms["mi_cont"] = self.weight_cont * nll.sum(1).mean()
         return terms
 
-    def d_terms(self, ctx: Context) -> dict[str, Tensor]:
+    def d_terms(self, phase: Phase) -> dict[str, Tensor]:
         return {
-            **self.loss(ctx.d_fake.aux[self.head], ctx.latent),
-            **self.invariance_terms(ctx),
-            **self.real_terms(ctx),
+            **self.loss(phase.d_fake.aux[self.head], phase.latent),
+            **self.invariance_terms(phase),
+            **self.real_terms(phase),
         }
 
-    def g_terms(self, ctx: Context) -> dict[str, Tensor]:
-        return {**self.loss(ctx.d_fake.aux[self.head], ctx.latent), **self.invariance_terms(ctx)}
+    def g_terms(self, phase: Phase) -> dict[str, Tensor]:
+        return {**self.loss(phase.d_fake.aux[self.head], phase.latent), **self.invariance_terms(phase)}
 
-    def real_terms(self, ctx: Context) -> dict[str, Tensor]:
+    def real_terms(self, phase: Phase) -> dict[str, Tensor]:
         """IMSAT's clustering objective for Q's categorical codes on the (unlabelled) real batch."""
         weights = {
             "real_balance": self.real_balance,
             "real_confidence": self.real_confidence,
             "real_consistency": self.real_consistency,
         }
-        if not any(weights.values()) or not self.cat_dims or ctx.d_real is None:
+        if not any(weights.values()) or not self.cat_dims or phase.d_real is None:
             return {}
-        logits = self.split(ctx.d_real.aux[self.head])[0]
+        logits = self.split(phase.d_real.aux[self.head])[0]
         moved = (
-            self.moved_logits(ctx, ctx.real, "real_consistency")
+            self.moved_logits(phase, phase.real, "real_consistency")
             if self.real_consistency
             else [None] * len(logits)
         )
@@ -236,25 +278,25 @@ class MutualInfoTerm(AuxTerm):
                 sums["real_consistency"] += F.kl_div(mv.log_softmax(1), p.detach(), reduction="batchmean")
         return {k: w * sums[k] for k, w in weights.items() if w}
 
-    def invariance_terms(self, ctx: Context) -> dict[str, Tensor]:
+    def invariance_terms(self, phase: Phase) -> dict[str, Tensor]:
         if not self.invariance or not self.cat_dims:
             return {}
-        logits = self.moved_logits(ctx, ctx.fake, "invariance")
-        return {"mi_cat_aug": self.invariance * self.weight_cat * self.cat_loss(logits, ctx.latent)}
+        logits = self.moved_logits(phase, phase.fake, "invariance")
+        return {"mi_cat_aug": self.invariance * self.weight_cat * self.cat_loss(logits, phase.latent)}
 
-    def moved_logits(self, ctx: Context, x: Tensor, option: str) -> list[Tensor]:
+    def moved_logits(self, phase: Phase, x: Tensor, option: str) -> list[Tensor]:
         """Q's categorical logits for randomly shifted / rotated / scaled copies of the images x."""
         if x.dim() != 4:
-            raise ValueError(f"model.mi.{option} needs image data: it shifts, rotates and scales the images")
-        return self.split(ctx.module.discriminate(random_affine(x, **self.augment)).aux[self.head])[0]
+            raise ValueError(f"model.terms.info.{option} needs image data: it shifts, rotates and scales the images")
+        return self.split(phase.discriminate(random_affine(x, **self.augment), None).aux[self.head])[0]
 
-    def stats(self, ctx: Context) -> dict[str, Tensor]:
-        logits, mean, _ = self.split(ctx.d_fake.aux[self.head])
+    def stats(self, phase: Phase) -> dict[str, Tensor]:
+        logits, mean, _ = self.split(phase.d_fake.aux[self.head])
         out = {}
         if self.cat_dims:
-            out["cat_acc"] = (logits[0].argmax(1) == ctx.latent["c_cat"][:, 0]).float().mean()
+            out["cat_acc"] = (logits[0].argmax(1) == phase.latent["c_cat"][:, 0]).float().mean()
         if self.cont_dim:
-            out["cont_mse"] = ((ctx.latent["c_cont"].float() - mean) ** 2).mean()
+            out["cont_mse"] = ((phase.latent["c_cont"].float() - mean) ** 2).mean()
         return out
 
 

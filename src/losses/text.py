@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from src.losses.auxiliary import AuxTerm, Context, DOut
+from src.losses.auxiliary import AuxTerm, DOut, Phase
 
 
 def kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -28,8 +28,12 @@ class KLTerm(AuxTerm):
         super().__init__()
         self.weight = weight
 
-    def g_terms(self, ctx: Context) -> dict[str, Tensor]:
-        return {"kl": self.weight * kl_to_standard_normal(ctx.extras["mu"], ctx.extras["logvar"])}
+    @property
+    def active(self) -> bool:
+        return self.weight > 0
+
+    def g_terms(self, phase: Phase) -> dict[str, Tensor]:
+        return {"kl": self.weight * kl_to_standard_normal(phase.extras["mu"], phase.extras["logvar"])}
 
 
 class MismatchTerm(AuxTerm):
@@ -43,7 +47,7 @@ class MismatchTerm(AuxTerm):
     mismatched pairs D calls fake.
 
     `contrast` > 0 (not in the paper): that share of the wrong texts are instead the data's contrast captions
-    of the same image (`ctx.module.contrast_text`, e.g. the caption with one colour or shape changed). Another
+    of the same image (`Phase.batch_extras['contrast']`, e.g. the caption with one colour or shape changed). Another
     image's caption usually differs in everything, so D can tell it by colour alone; a contrast caption makes
     D check each attribute, and G with it.
     """
@@ -51,25 +55,29 @@ class MismatchTerm(AuxTerm):
     def __init__(self, weight: float = 1.0, contrast: float = 0.0):
         super().__init__()
         if not 0 <= contrast <= 1:
-            raise ValueError(f"model.mismatch_contrast must be in [0, 1], got {contrast}")
+            raise ValueError(f"model.terms.match.contrast must be in [0, 1], got {contrast}")
         self.weight, self.contrast = weight, contrast
         self._wrong: Tensor | None = None
 
-    def d_terms(self, ctx: Context) -> dict[str, Tensor]:
-        wrong = ctx.labels.roll(1, 0)
+    @property
+    def active(self) -> bool:
+        return self.weight > 0
+
+    def d_terms(self, phase: Phase) -> dict[str, Tensor]:
+        wrong = phase.labels.roll(1, 0)
         if self.contrast:
-            hard = getattr(ctx.module, "contrast_text", None)
+            hard = phase.batch_extras.get("contrast")
             if hard is None:
                 raise ValueError(
-                    "model.mismatch_contrast > 0 needs contrast captions in the batches (data.contrast_captions > 0)"
+                    "model.terms.match.contrast > 0 needs contrast captions in the batches (data.contrast_captions > 0)"
                 )
             pick = torch.rand(len(wrong), 1, device=wrong.device) < self.contrast
             wrong = torch.where(pick, hard.to(wrong.dtype), wrong)
-        self._wrong = ctx.module.discriminate(ctx.real, wrong).adv
-        return {"mismatch": self.weight * ctx.module.loss.d_loss(ctx.d_real.adv, self._wrong)}
+        self._wrong = phase.discriminate(phase.real, wrong).adv
+        return {"mismatch": self.weight * phase.loss.d_loss(phase.d_real.adv, self._wrong)}
 
-    def stats(self, ctx: Context) -> dict[str, Tensor]:
-        loss, real, wrong = ctx.module.loss, ctx.d_real.adv.detach(), self._wrong.detach()
+    def stats(self, phase: Phase) -> dict[str, Tensor]:
+        loss, real, wrong = phase.loss, phase.d_real.adv.detach(), self._wrong.detach()
         return {"acc": loss.accuracy(real, wrong)[1], "d_wrong": loss.prob(wrong).mean()}
 
 
@@ -99,23 +107,27 @@ class TextMatchTerm(AuxTerm):
         super().__init__()
         if weight < 0 or temperature <= 0:
             raise ValueError(
-                "model.text_match must be >= 0 and model.text_match_temperature > 0, "
+                "model.terms.itc.weight must be >= 0 and model.terms.itc.temperature > 0, "
                 f"got {weight} and {temperature}"
             )
         self.weight, self.temperature = weight, temperature
+
+    @property
+    def active(self) -> bool:
+        return self.weight > 0
 
     def pair(self, out: DOut, texts: Tensor) -> tuple[Tensor, Tensor]:
         same = (texts[:, None] == texts[None]).all(2)
         return contrastive(out.aux["image"], out.aux["text"], same, self.temperature)
 
-    def d_terms(self, ctx: Context) -> dict[str, Tensor]:
-        return {"real": self.weight * self.pair(ctx.d_real, ctx.labels)[0]}
+    def d_terms(self, phase: Phase) -> dict[str, Tensor]:
+        return {"real": self.weight * self.pair(phase.d_real, phase.labels)[0]}
 
-    def g_terms(self, ctx: Context) -> dict[str, Tensor]:
-        return {"fake": self.weight * self.pair(ctx.d_fake, ctx.latent["y"])[0]}
+    def g_terms(self, phase: Phase) -> dict[str, Tensor]:
+        return {"fake": self.weight * self.pair(phase.d_fake, phase.latent["y"])[0]}
 
-    def stats(self, ctx: Context) -> dict[str, Tensor]:
-        out = {"fake_acc": self.pair(ctx.d_fake, ctx.latent["y"])[1]}
-        if ctx.d_real is not None:
-            out["real_acc"] = self.pair(ctx.d_real, ctx.labels)[1]
+    def stats(self, phase: Phase) -> dict[str, Tensor]:
+        out = {"fake_acc": self.pair(phase.d_fake, phase.latent["y"])[1]}
+        if phase.d_real is not None:
+            out["real_acc"] = self.pair(phase.d_real, phase.labels)[1]
         return out

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from src.errors import ConfigError
-from src.losses.auxiliary import ClassTerm, DOut
+from src.losses.auxiliary import DOut
 from src.models.module import GANModule
 from src.models.networks.conditional import require_classes
 from src.utils.figures import image_grid
@@ -46,7 +46,7 @@ class CGAN(GANModule):
         return DOut(self.discriminator(x, labels))
 
     def check_data(self, datamodule: Any) -> None:
-        if not getattr(datamodule, "has_labels", False):
+        if not datamodule.has_labels:
             raise ConfigError(
                 f"model={type(self).__name__.lower()} needs labelled data but data={datamodule.name} has "
                 "no labels: use labelled data (mnist5k, mnist, fashion_mnist, cifar10, ring8, grid25, image_folder "
@@ -77,16 +77,8 @@ class CGAN(GANModule):
 
 
 class ACGAN(CGAN):
-    """AC-GAN (Odena et al. 2017): G(z, y); D(x) has an auxiliary classifier head trained on real and fake."""
-
-    def __init__(self, *args: Any, class_weight: float = 1.0, d_on_fake: bool = True, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        if not hasattr(self.discriminator, "add_head"):
-            raise ValueError(
-                "model=acgan needs model.discriminator._target_=src.models.networks.conditional.AuxHeadDiscriminator"
-            )
-        self.discriminator.add_head(ClassTerm.head, self.num_classes)
-        self.aux_terms["ac"] = ClassTerm(class_weight, d_on_fake)
+    """AC-GAN (Odena et al. 2017): G(z, y); D(x) has an auxiliary classifier head trained on real and fake
+    (the class term, `model.terms.ac`, adds the head)."""
 
     def discriminate(self, x: Tensor, labels: Tensor | None = None) -> DOut:
         adv, aux = self.discriminator(x)

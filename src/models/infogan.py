@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,39 +11,33 @@ from torch import Tensor
 
 from src.losses.auxiliary import DOut, MutualInfoTerm
 from src.models.module import GANModule
+from src.models.networks.conditional import CodeGenerator
 from src.utils.figures import image_grid
 
 
 class InfoGAN(GANModule):
     """Latent = noise z + categorical codes (one-hot) + continuous codes U(-1, 1).
 
-    Q is a head on D's trunk (`AuxHeadDiscriminator`); the MI term (`model.mi`, weight lambda) is
+    Q is a head on D's trunk (`AuxHeadDiscriminator`); the MI term (`model.terms.info`, weight lambda) is
     added in both phases: it trains Q and the trunk in the D phase and G in the G phase.
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        cat_dims: Sequence[int] = (10,),
-        cont_dim: int = 2,
-        mi: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ):
+    def __init__(self, *args: Any, cat_dims: Sequence[int] = (10,), cont_dim: int = 2, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.cat_dims, self.cont_dim = [int(k) for k in cat_dims], int(cont_dim)
-        g = self.generator
-        if (getattr(g, "cat_dims", None), getattr(g, "cont_dim", None)) != (self.cat_dims, self.cont_dim):
+        codes = (self.cat_dims, self.cont_dim)
+        if not isinstance(self.generator, CodeGenerator) or (self.generator.cat_dims, self.generator.cont_dim) != codes:
             raise ValueError(
                 "model=infogan needs model.generator._target_=src.models.networks.conditional.CodeGenerator "
                 "with cat_dims/cont_dim equal to model.cat_dims/model.cont_dim"
             )
-        if not hasattr(self.discriminator, "add_head"):
+        term = self.aux_terms["info"] if "info" in self.aux_terms else None
+        if not isinstance(term, MutualInfoTerm) or (term.cat_dims, term.cont_dim) != codes:
             raise ValueError(
-                "model=infogan needs model.discriminator._target_=src.models.networks.conditional.AuxHeadDiscriminator"
+                "model=infogan needs its mutual-information term, model.terms.info "
+                "(src.losses.auxiliary.MutualInfoTerm with cat_dims/cont_dim equal to model.cat_dims/model.cont_dim)"
             )
-        term = MutualInfoTerm(self.cat_dims, self.cont_dim, **dict(mi or {}))
-        self.discriminator.add_head(term.head, term.q_dim)
-        self.aux_terms["info"] = term
+        self.info = term
 
     def sample_latent(
         self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None
@@ -68,7 +62,7 @@ class InfoGAN(GANModule):
         was_training = self.discriminator.training
         self.discriminator.eval()
         try:
-            logits, _, _ = self.aux_terms["info"].split(self.discriminator(x)[1]["q"])
+            logits, _, _ = self.info.split(self.discriminator(x)[1][self.info.head])
         finally:
             self.discriminator.train(was_training)
         return logits[0].argmax(1)
@@ -113,7 +107,7 @@ class InfoGAN(GANModule):
     def evaluation_metrics(self, datamodule: Any, evaluator: Callable) -> dict[str, Callable]:
         from src.metrics.conditional import CodeAccuracy
 
-        if not self.cat_dims or not getattr(datamodule, "has_labels", False):
+        if not self.cat_dims or not datamodule.has_labels:
             return {}
         k, classes = self.cat_dims[0], int(datamodule.num_classes)
         return {

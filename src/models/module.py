@@ -1,8 +1,10 @@
 """The shared adversarial training step: one LightningModule that every GAN variant builds on.
 
-Each training batch is one discriminator step; every `n_critic`-th batch is followed by one
-generator step. Variants change only the hooks: `sample_latent`, `generate`, `discriminate`
-and the auxiliary terms they add (class, mutual information, KL ...).
+Each training batch is one discriminator phase; every `n_critic`-th batch is followed by one generator
+phase. Variants change only the hooks: `sample_latent` (what G consumes), `run_generator`,
+`discriminate`; auxiliary objectives are terms handed to the model by config (`model.terms`).
+Around the loop, small collaborators do one job each: the non-finite guard (guard.py), the EMA of G
+(ema.py), the training diagnostics (trainlog.py) and the learning-rate schedule (schedules.py).
 
 Steps are counted by the module itself (`d_step`, `g_step`) and saved in checkpoints: with two
 optimizers Lightning's `global_step` counts both, so every schedule here (n_critic, logging
@@ -12,26 +14,27 @@ every `trainer.log_every_n_steps` G steps, `trainer.max_steps` as G steps) uses 
 from __future__ import annotations
 
 import copy
-import logging
 import math
 from collections.abc import Callable, Mapping
-from functools import partial
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from src.errors import ConfigError, NonFiniteError
+from src.errors import ConfigError
 from src.losses import AdversarialLoss
-from src.losses.auxiliary import AuxTerm, Context, DOut, ModeSeekingTerm
-from src.models.optim import build_optimizer
+from src.losses.auxiliary import AuxTerm, DOut, Phase
+from src.models.ema import EMA
+from src.models.guard import NonFiniteGuard
+from src.models.networks.conditional import add_heads
+from src.models.optim import needs_length, optimizer_factory, schedule_factory
+from src.models.trainlog import TrainLog
 from src.utils.figures import image_grid
 from src.utils.run import last_checkpoint
 
-log = logging.getLogger(__name__)
+Factory = Callable[..., Any]
 
 
 class GANModule(L.LightningModule):
@@ -40,69 +43,49 @@ class GANModule(L.LightningModule):
         generator: nn.Module,
         discriminator: nn.Module,
         loss: AdversarialLoss,
-        optimizer_g: Mapping[str, Any],
-        optimizer_d: Mapping[str, Any],
+        optimizer_g: Factory,
+        optimizer_d: Factory,
         latent_dim: int,
         n_critic: int = 1,
         z_dist: str = "normal",
         pack: int = 1,
-        aux_terms: Mapping[str, AuxTerm] | None = None,
-        lr_schedule: Mapping[str, Any] | None = None,
+        terms: Mapping[str, AuxTerm | None] | None = None,
+        lr_schedule: Factory | None = None,
         ema_decay: float | None = None,
         ema_start: int = 0,
         on_nonfinite: str = "stop",
         max_loss: float | None = 1e6,
         d_batch: str = "separate",
-        mode_seeking: float = 0.0,
     ):
         super().__init__()
-        if n_critic < 1:
-            raise ValueError(f"model.n_critic must be >= 1, got {n_critic}")
-        if z_dist not in ("normal", "uniform"):
-            raise ValueError(f"model.z_dist must be 'normal' or 'uniform', got {z_dist!r}")
-        if pack < 1:
-            raise ValueError(f"model.pack must be >= 1, got {pack}")
+        check_choice("model.z_dist", z_dist, ("normal", "uniform"))
+        check_choice("model.d_batch", d_batch, ("separate", "joint"))
+        if n_critic < 1 or pack < 1:
+            raise ValueError(f"model.n_critic and model.pack must be >= 1, got {n_critic} and {pack}")
         if getattr(discriminator, "pack", 1) != pack:
-            raise ValueError(
-                f"model.pack={pack} but the discriminator was built for pack={discriminator.pack}"
-            )
+            raise ValueError(f"model.pack={pack} but the discriminator was built for pack={discriminator.pack}")
         self.automatic_optimization = False
         self.generator, self.discriminator, self.loss = generator, discriminator, loss
         self.loss.check(self.critic)
-        self.aux_terms = nn.ModuleDict(aux_terms or {})
-        if mode_seeking < 0:
-            raise ValueError(f"model.mode_seeking must be >= 0 (0: off), got {mode_seeking}")
-        if mode_seeking:
-            self.aux_terms["ms"] = ModeSeekingTerm(mode_seeking)
-        self.optimizer_g, self.optimizer_d = _plain(optimizer_g), _plain(optimizer_d)
-        self.lr_schedule = _plain(lr_schedule or {"name": "constant"})
-        for options in (self.optimizer_g, self.optimizer_d):  # validate now, not when fit starts
-            build_optimizer([nn.Parameter(torch.zeros(1))], **options)
-        lr_factor({**self.lr_schedule, "total_steps": 1}, 0)  # the step count may come from the Trainer
-        self.latent_dim, self.n_critic, self.z_dist, self.pack = latent_dim, n_critic, z_dist, pack
-        if on_nonfinite not in ("stop", "skip", "off"):
-            raise ValueError(f"model.on_nonfinite must be stop, skip or off, got {on_nonfinite!r}")
-        self.on_nonfinite, self.skipped = on_nonfinite, {"d": 0, "g": 0}
-        self.max_loss = max_loss  # a finite loss beyond this is treated as diverged, like a NaN
-        if d_batch not in ("separate", "joint"):
-            raise ValueError(f"model.d_batch must be 'separate' or 'joint', got {d_batch!r}")
-        self.d_batch = d_batch
-        self._labelled: bool | None = None
-        self.memory_format: torch.memory_format | None = None  # channels_last when perf.channels_last
-        if ema_decay is not None and not 0 < ema_decay < 1:
-            raise ValueError(f"model.ema_decay must be in (0, 1) or null, got {ema_decay}")
-        # An exponential moving average of G alone, used for samples and evaluation when enabled.
-        self.ema_decay, self.ema_start = ema_decay, ema_start
-        self.ema_generator = copy.deepcopy(generator).requires_grad_(False) if ema_decay else None
+        self.aux_terms = nn.ModuleDict({k: t for k, t in (terms or {}).items() if t is not None and t.active})
+        self.optimizer_g, self.optimizer_d = optimizer_factory(optimizer_g), optimizer_factory(optimizer_d)
+        self.lr_schedule = schedule_factory(lr_schedule)
+        self.latent_dim, self.n_critic, self.z_dist, self.pack, self.d_batch = (
+            latent_dim, n_critic, z_dist, pack, d_batch,
+        )  # fmt: skip
+        self.guard = NonFiniteGuard(on_nonfinite, max_loss)
+        self.ema = EMA(ema_decay, ema_start) if ema_decay is not None else None
+        self.ema_generator = copy.deepcopy(generator).requires_grad_(False) if self.ema else None
+        add_heads(discriminator, {h: n for t in self.aux_terms.values() for h, n in t.heads().items()})
+        self.trainlog = TrainLog()
         # Evaluation metrics, updated in validation_step. A plain dict, not submodules: feature
         # extractors (Inception, the domain classifier) stay out of the checkpoints.
         self.metrics: dict[str, Any] = {}
-        self.d_step = 0
-        self.g_step = 0
+        self.d_step = self.g_step = 0
         self.run_config: dict | None = None  # the composed Hydra config, stored in checkpoints
         self.choices: dict[str, str] = {}  # the config groups picked (model=..., loss=...), stored too
-        self.last_logged: dict[str, float] = {}
-        self._pending: dict[str, Tensor] = {}
+        self.memory_format: torch.memory_format | None = None  # channels_last when perf.channels_last
+        self._labelled: bool | None = None
 
     # --- hooks a variant overrides ----------------------------------------------------------------
     def sample_latent(
@@ -120,7 +103,25 @@ class GANModule(L.LightningModule):
         """Call a generator network (the trained one or its EMA) on a latent dict."""
         return net(latent["z"])
 
-    def generate(self, latent: dict[str, Tensor]) -> Tensor:
+    def discriminate(self, x: Tensor, labels: Tensor | None = None) -> DOut:
+        return DOut(self.discriminator(x))
+
+    def check_data(self, datamodule: Any) -> None:
+        """Raise ConfigError at start-up if the model cannot train on this data (conditional models need labels)."""
+
+    def unpack_batch(self, batch: Any) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+        """(images, labels or None, more fields of the batch by name) of a training or held-out batch."""
+        x, y = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, list | tuple) else (batch, None)
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
+        if y is None or y.dim() == 0:
+            return x, None, {}
+        if self._labelled is None:  # unlabelled data carries label -1; decided once (a device sync)
+            self._labelled = bool((y >= 0).any())
+        return x, (y if self._labelled else None), {}
+
+    # --- helpers for the hooks ----------------------------------------------------------------------
+    def generate(self, latent: dict[str, Tensor]) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         return self.run_generator(self.generator, latent)
 
     @property
@@ -128,18 +129,15 @@ class GANModule(L.LightningModule):
         """The generator used for samples and evaluation: the EMA copy when enabled."""
         return self.ema_generator if self.ema_generator is not None else self.generator
 
-    def discriminate(self, x: Tensor, labels: Tensor | None = None) -> DOut:
-        return DOut(self.discriminator(x))
-
-    def check_data(self, datamodule: Any) -> None:
-        """Raise ConfigError at start-up if the model cannot train on this data (conditional models need labels)."""
-
     @property
     def critic(self) -> nn.Module:
         """The adversarial path of D (without auxiliary heads): what clipping and norm rules apply to."""
         return getattr(self.discriminator, "critic", self.discriminator)
 
-    # --- helpers for the hooks ----------------------------------------------------------------------
+    @property
+    def last_logged(self) -> dict[str, float]:
+        return self.trainlog.last
+
     def sample_noise(self, n: int, dim: int, generator: torch.Generator | None = None) -> Tensor:
         device = self.device if generator is None else generator.device
         if self.z_dist == "uniform":
@@ -161,21 +159,9 @@ class GANModule(L.LightningModule):
         was_training = net.training
         net.eval()
         try:
-            return self.split_extras(self.run_generator(net, latent))[0]
+            return split_extras(self.run_generator(net, latent))[0]
         finally:
             net.train(was_training)
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        if self.ema_generator is None:
-            return
-        ema_params, params = list(self.ema_generator.parameters()), list(self.generator.parameters())
-        if self.g_step <= self.ema_start:
-            torch._foreach_copy_(ema_params, params)
-        else:
-            torch._foreach_lerp_(ema_params, params, 1.0 - self.ema_decay)
-        for ema_buf, buf in zip(self.ema_generator.buffers(), self.generator.buffers()):
-            ema_buf.copy_(buf)
 
     def figures(self, n: int, generator: torch.Generator | None = None) -> dict[str, np.ndarray]:
         """Named uint8 images for the sample callback and `src.sample`; variants add their own."""
@@ -185,12 +171,7 @@ class GANModule(L.LightningModule):
         return figures
 
     def traverse_noise(
-        self,
-        generator: torch.Generator | None = None,
-        rows: int = 10,
-        cols: int = 10,
-        span: float = 2.0,
-        dim: int = 0,
+        self, generator: torch.Generator | None = None, rows: int = 10, cols: int = 10, span: float = 2.0, dim: int = 0
     ) -> np.ndarray:
         """Rows: fixed latents; columns: noise dimension `dim` from -span to span (InfoGAN's figure 2b)."""
         latent = self.sample_latent(rows, generator=generator)
@@ -202,58 +183,80 @@ class GANModule(L.LightningModule):
         """Metric factories that apply to this model on this data; `evaluator()` gives the domain classifier."""
         return {}
 
-    # --- the shared step ----------------------------------------------------------------------------
+    # --- the phase loop -----------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        real, labels = self.unpack_batch(batch)
+        real, labels, more = self.unpack_batch(batch)
         opt_d, opt_g = self.optimizers()
         logs_next_g = (self.g_step + 1) % max(self.trainer.log_every_n_steps, 1) == 0
         g_follows = (self.d_step + 1) % self.n_critic == 0
         with self.toggled_optimizer(opt_d):
-            self.discriminator_step(opt_d, real, labels, log=logs_next_g and g_follows)
+            self.discriminator_step(opt_d, real, labels, more, log=logs_next_g and g_follows)
         self.d_step += 1
-        if g_follows:
-            with self.toggled_optimizer(opt_g):
-                self.generator_step(opt_g, real, labels, log=logs_next_g)
-            self.g_step += 1
-            self.update_ema()
-            for scheduler in self.lr_schedulers() or []:
-                scheduler.step()
-            if logs_next_g:
-                self.emit(self._pending)
-                self._pending = {}
+        if not g_follows:
+            return
+        with self.toggled_optimizer(opt_g):
+            self.generator_step(opt_g, real, labels, more, log=logs_next_g)
+        self.g_step += 1
+        if self.ema is not None:
+            self.ema.update(self.ema_generator, self.generator, self.g_step)
+        for scheduler in self.lr_schedulers() or []:
+            scheduler.step()
+        if logs_next_g:
+            self.emit()
 
-    def discriminator_step(self, opt: Any, real: Tensor, labels: Tensor | None, log: bool) -> None:
+    def discriminator_step(
+        self, opt: Any, real: Tensor, labels: Tensor | None, more: dict[str, Tensor], log: bool
+    ) -> None:
         latent = self.sample_latent(real.shape[0], labels)
         with torch.no_grad():
-            fake, _ = self.split_extras(self.generate(latent))
+            fake, _ = split_extras(self.generate(latent))
         d_real, d_fake = self.discriminate_pair(real, labels, fake, latent.get("y"))
-        ctx = Context(self, real, labels, latent, fake, d_real, d_fake)
+        phase = self.phase("d", real, labels, latent, fake, d_real, d_fake, more=more)
         terms = {"adv": self.loss.d_loss(d_real.adv, d_fake.adv)}
         critic = lambda x: self.discriminate(x, labels).adv  # noqa: E731
-        terms.update(
-            self.loss.d_regularizer(critic, real, fake, grad_scale=self.grad_scale(), group=self.pack)
-        )
+        terms.update(self.loss.d_regularizer(critic, real, fake, grad_scale=self.grad_scale(), group=self.pack))
         for name, term in self.aux_terms.items():
-            terms.update({f"{name}_{k}": v for k, v in term.d_terms(ctx).items()})
+            terms.update({f"{name}_{k}": v for k, v in term.d_terms(phase).items()})
         if log:
-            self._pending.update(self.d_stats(d_real.adv.detach(), d_fake.adv.detach()))
+            self.trainlog.add(self.loss.stats(d_real.adv.detach(), d_fake.adv.detach()))
             for name, term in self.aux_terms.items():
-                self._pending.update({f"train/{name}_{k}": v.detach() for k, v in term.stats(ctx).items()})
+                self.trainlog.add({f"{name}_{k}": v for k, v in term.stats(phase).items()})
         if self.optimize(opt, "d", terms, self.discriminator, log):
             self.loss.after_d_step(self.critic)
 
-    def generator_step(self, opt: Any, real: Tensor, labels: Tensor | None, log: bool) -> None:
+    def generator_step(
+        self, opt: Any, real: Tensor, labels: Tensor | None, more: dict[str, Tensor], log: bool
+    ) -> None:
         latent = self.sample_latent(real.shape[0], labels)
-        fake, extras = self.split_extras(self.generate(latent))
+        fake, extras = split_extras(self.generate(latent))
         if self.d_batch == "joint":
             d_fake = self.discriminate_pair(real, labels, fake, latent.get("y"))[1]
         else:
             d_fake = self.discriminate(fake, latent.get("y"))
-        ctx = Context(self, real, labels, latent, fake, None, d_fake, extras)
+        phase = self.phase("g", real, labels, latent, fake, None, d_fake, extras, more)
         terms = {"adv": self.loss.g_loss(d_fake.adv)}
         for name, term in self.aux_terms.items():
-            terms.update({f"{name}_{k}": v for k, v in term.g_terms(ctx).items()})
+            terms.update({f"{name}_{k}": v for k, v in term.g_terms(phase).items()})
         self.optimize(opt, "g", terms, self.generator, log)
+
+    def phase(
+        self,
+        name: str,
+        real: Tensor,
+        labels: Tensor | None,
+        latent: dict[str, Tensor],
+        fake: Tensor,
+        d_real: DOut | None,
+        d_fake: DOut,
+        extras: dict[str, Tensor] | None = None,
+        more: dict[str, Tensor] | None = None,
+    ) -> Phase:
+        """What the auxiliary terms see: this phase's tensors and the model's callables, not the model."""
+        images = lambda latent: split_extras(self.generate(latent))[0]  # noqa: E731
+        return Phase(
+            name, real, labels, latent, fake, d_real, d_fake, self.loss,
+            self.discriminate, images, self.resample_noise, extras or {}, more or {},
+        )  # fmt: skip
 
     def discriminate_pair(
         self, real: Tensor, labels: Tensor | None, fake: Tensor, fake_labels: Tensor | None
@@ -268,91 +271,21 @@ class GANModule(L.LightningModule):
         return tuple(DOut(adv[i], {k: v[i] for k, v in zip(both.aux, aux)}) for i in (0, 1))
 
     def optimize(self, opt: Any, phase: str, terms: dict[str, Tensor], net: nn.Module, log: bool) -> bool:
-        """Backward the sum of the terms and step, unless a loss or gradient is not finite."""
+        """Backward the sum of the terms and step, unless the guard rejects the step."""
         total = sum(terms.values())
         opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
         if log:
-            self._pending[f"train/{phase}_grad_norm"] = self.grad_norm(net)
-            self._pending.update({f"train/{phase}_{k}": v.detach() for k, v in terms.items()})
-            self._pending[f"train/{phase}_loss"] = total.detach()
-        if self.on_nonfinite != "off" and not self.is_finite(total, net):
-            self.nonfinite(phase, terms, opt)
+            self.trainlog.add({f"{phase}_grad_norm": self.grad_norm(net)})
+            self.trainlog.add({f"{phase}_{k}": v for k, v in terms.items()})
+            self.trainlog.add({f"{phase}_loss": total})
+        if not self.guard.passes(total, net, self.grad_scale()):
+            opt.zero_grad(set_to_none=True)
+            where = f"G step {self.g_step}, D step {self.d_step}"
+            self.guard.reject(phase, terms, where, last_checkpoint(self.trainer) if self._trainer else "")
             return False
         opt.step()
         return True
-
-    def is_finite(self, total: Tensor, net: nn.Module) -> bool:
-        ok = torch.isfinite(total.detach())
-        if self.max_loss:
-            ok = ok & (total.detach().abs() <= self.max_loss)
-        if self.grad_scale() == 1.0:  # under fp16 loss scaling, inf gradients are the scaler's to skip
-            grads = [p.grad for p in net.parameters() if p.grad is not None]
-            if grads:
-                ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
-        return bool(ok)
-
-    def nonfinite(self, phase: str, terms: dict[str, Tensor], opt: Any) -> None:
-        """A non-finite loss or gradient, or a loss beyond model.max_loss: skip the step or stop."""
-        values = {k: float(v.detach().float().sum()) for k, v in terms.items()}
-        total = sum(values.values())
-        nonfinite = [k for k, v in values.items() if not math.isfinite(v)]
-        if nonfinite or not math.isfinite(total):
-            what = f"non-finite {', '.join(nonfinite or ['loss'])}"
-        elif self.max_loss and abs(total) > self.max_loss:  # the same test as is_finite, on the total
-            shown = ", ".join(f"{k} = {v:.3g}" for k, v in values.items())
-            what = f"loss beyond model.max_loss={self.max_loss:g} ({shown}: diverged)"
-        else:
-            what = "non-finite gradients"
-        where = f"G step {self.g_step}, D step {self.d_step}, {'discriminator' if phase == 'd' else 'generator'} phase"
-        if self.on_nonfinite == "skip":
-            opt.zero_grad(set_to_none=True)
-            self.skipped[phase] += 1
-            log.warning(
-                "skipped a step: %s (%s); %d skipped so far",
-                what,
-                where,
-                sum(self.skipped.values()),
-            )
-            return
-        ckpt = last_checkpoint(self.trainer) if self._trainer else ""
-        raise NonFiniteError(
-            f"{what} at {where} (term names: {', '.join(terms)}); "
-            "training stopped. "
-            f"Last good checkpoint: {ckpt or 'none written yet'}. Lower the learning rate, check the data, "
-            "or set model.on_nonfinite=skip to skip such steps and count them."
-        )
-
-    @staticmethod
-    def split_extras(out: Tensor | tuple[Tensor, dict[str, Tensor]]) -> tuple[Tensor, dict[str, Tensor]]:
-        return out if isinstance(out, tuple) else (out, {})
-
-    def unpack_batch(self, batch: Any) -> tuple[Tensor, Tensor | None]:
-        if isinstance(batch, list | tuple):
-            x, y = batch[0], batch[1] if len(batch) > 1 else None
-        else:
-            x, y = batch, None
-        if self.memory_format is not None:
-            x = x.contiguous(memory_format=self.memory_format)
-        if y is None or y.dim() == 0:
-            return x, None
-        if self._labelled is None:  # unlabelled data carries label -1; decided once (a device sync)
-            self._labelled = bool((y >= 0).any())
-        return x, (y if self._labelled else None)
-
-    # --- diagnostics ----------------------------------------------------------------------------------
-    def d_stats(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
-        acc_real, acc_fake = self.loss.accuracy(real, fake)
-        stats = {
-            "train/d_real": self.loss.prob(real).mean(),
-            "train/d_fake": self.loss.prob(fake).mean(),
-            "train/d_acc_real": acc_real,
-            "train/d_acc_fake": acc_fake,
-            "train/d_acc": 0.5 * (acc_real + acc_fake),
-        }
-        if self.loss.critic:
-            stats["train/wasserstein"] = real.mean() - fake.mean()
-        return stats
 
     def grad_scale(self) -> float:
         scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer else None
@@ -364,21 +297,15 @@ class GANModule(L.LightningModule):
             return torch.zeros((), device=self.device)
         return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) / self.grad_scale()
 
-    def emit(self, metrics: Mapping[str, Tensor | float]) -> None:
-        """Send scalars to every logger at x = G step, with a single device sync."""
-        if not metrics:
+    def emit(self, values: Mapping[str, Tensor | float] | None = None) -> None:
+        """Send the pending diagnostics (and `values`) to every logger at x = G step, with one device sync."""
+        self.trainlog.add(values or {}, prefix="")
+        if not self.trainlog.pending:
             return
-        keys = list(metrics)
-        values = torch.stack(
-            [torch.as_tensor(v, device=self.device).float().reshape(()) for v in metrics.values()]
-        )
-        scalars = dict(zip(keys, values.cpu().tolist()))
-        scalars.update({"train/d_step": float(self.d_step), "train/g_step": float(self.g_step)})
-        if any(self.skipped.values()):
-            scalars.update({f"train/skipped_{k}": float(v) for k, v in self.skipped.items()})
-        self.last_logged.update(scalars)
-        for logger in self.loggers:
-            logger.log_metrics(scalars, step=self.g_step)
+        extra = {"train/d_step": float(self.d_step), "train/g_step": float(self.g_step)}
+        if any(self.guard.skipped.values()):
+            extra.update({f"train/skipped_{k}": float(v) for k, v in self.guard.skipped.items()})
+        scalars = self.trainlog.flush(self.loggers, self.g_step, self.device, extra)
         bar = {k.split("/")[-1]: scalars[k] for k in ("train/d_loss", "train/g_loss") if k in scalars}
         if bar:
             self.log_dict(bar, prog_bar=True, logger=False, on_step=True, on_epoch=False)
@@ -387,7 +314,8 @@ class GANModule(L.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         if not self.metrics:
             return
-        inputs = self.eval_batch(*self.unpack_batch(batch))
+        real, labels, _ = self.unpack_batch(batch)
+        inputs = self.eval_batch(real, labels)
         for metric in self.metrics.values():
             metric.update(**inputs)
 
@@ -415,72 +343,45 @@ class GANModule(L.LightningModule):
 
     # --- optimizers and checkpoints -----------------------------------------------------------------
     def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:
-        d_params = list(self.discriminator.parameters()) + [
-            p for t in self.aux_terms.values() for p in getattr(t, "d_parameters", lambda: [])()
+        extra_d = [p for t in self.aux_terms.values() for p in t.d_parameters()]
+        extra_g = [p for t in self.aux_terms.values() for p in t.g_parameters()]
+        opts = [
+            self.optimizer_d([*self.discriminator.parameters(), *extra_d]),
+            self.optimizer_g([*self.generator.parameters(), *extra_g]),
         ]
-        g_params = list(self.generator.parameters()) + [
-            p for t in self.aux_terms.values() for p in getattr(t, "g_parameters", lambda: [])()
-        ]
-        opts = [build_optimizer(d_params, **self.optimizer_d), build_optimizer(g_params, **self.optimizer_g)]
-        if self.lr_schedule["name"] == "constant":
+        if self.lr_schedule is None:
             return opts, []
-        schedule = {**self.lr_schedule, "total_steps": self.total_g_steps()}
-        try:
-            lr_factor(schedule, 0)
+        length = {"total_steps": self.run_length()} if needs_length(self.lr_schedule) else {}
+        try:  # both schedules advance once per generator step (training_step)
+            return opts, [self.lr_schedule(opt, **length) for opt in opts]
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        # Both schedules advance once per generator step (stepped in training_step).
-        return opts, [torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, schedule)) for opt in opts]
 
-    def total_g_steps(self) -> int:
-        """The run's length in G steps: trainer.max_steps, else what max_epochs gives."""
-        total = self.lr_schedule.get("total_steps") or -1
-        if total <= 0 and self._trainer is not None:
-            batches = self.trainer.estimated_stepping_batches
-            total = int(batches) // self.n_critic if math.isfinite(batches) else -1
-        return total
+    def run_length(self) -> int:
+        """The run's length in G steps: trainer.max_steps, else what max_epochs gives (-1: unknown)."""
+        batches = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
+        return int(batches) // self.n_critic if math.isfinite(batches) else -1
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint.setdefault("gan_zoo", {}).update(
-            {
-                "d_step": self.d_step,
-                "g_step": self.g_step,
-                "skipped": dict(self.skipped),
-                "config": self.run_config,
-                "choices": self.choices,
-            }
-        )
+        state = {"d_step": self.d_step, "g_step": self.g_step, "skipped": self.guard.state_dict()}
+        state.update({"config": self.run_config, "choices": self.choices})
         wandb_ids = [lg.version for lg in self.loggers if type(lg).__name__ == "WandbLogger"]
         if wandb_ids:
-            checkpoint["gan_zoo"]["wandb_id"] = wandb_ids[0]
+            state["wandb_id"] = wandb_ids[0]
+        checkpoint.setdefault("gan_zoo", {}).update(state)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("gan_zoo", {})
         self.d_step, self.g_step = state.get("d_step", 0), state.get("g_step", 0)
-        self.skipped = dict(state.get("skipped", {"d": 0, "g": 0}))
+        self.guard.load_state_dict(state.get("skipped", {}))
 
 
-def lr_factor(schedule: Mapping[str, Any], g_step: int) -> float:
-    """Learning-rate multiplier after `g_step` generator steps.
-
-    constant: 1. linear_decay: 1 until `decay_start` (a fraction of `total_steps`), then linearly to 0.
-    """
-    name = schedule.get("name", "constant")
-    if name == "constant":
-        return 1.0
-    if name != "linear_decay":
-        raise ValueError(f"unknown model.lr_schedule.name {name!r}; valid choices: constant, linear_decay")
-    total, start = schedule.get("total_steps") or -1, schedule.get("decay_start", 0.5)
-    if total <= 0:
-        raise ValueError(
-            "model.lr_schedule.name=linear_decay needs the run's length: set trainer.max_steps (G steps) or "
-            "trainer.max_epochs, or use model.lr_schedule.name=constant"
-        )
-    if not 0 <= start < 1:
-        raise ValueError(f"model.lr_schedule.decay_start must be in [0, 1), got {start}")
-    begin = start * total
-    return 1.0 if g_step <= begin else max(0.0, (total - g_step) / (total - begin))
+def split_extras(out: Tensor | tuple[Tensor, dict[str, Tensor]]) -> tuple[Tensor, dict[str, Tensor]]:
+    """G's output: images, or (images, extras such as CA's mu and log-variance)."""
+    return out if isinstance(out, tuple) else (out, {})
 
 
-def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+def check_choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"{key} must be {' or '.join(map(repr, valid))}, got {value!r}")
+

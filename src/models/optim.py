@@ -1,43 +1,63 @@
-"""Optimizers from a flat config: `{name: adam, lr: 2e-4, betas: [0.5, 0.999]}`.
+"""Optimizers and learning-rate schedules from Hydra `_partial_` configs, checked when the model is built.
 
-A flat schema lets a loss config swap the optimizer (WGAN: RMSprop) by setting `name` and
-nulling the options that no longer apply, which a `_target_` node merged by Hydra cannot do.
+    optimizer_g: {_target_: torch.optim.Adam, _partial_: true, lr: 2.0e-4, betas: [0.5, 0.999]}
+
+Null options are dropped, so a loss config can swap the optimizer of any model and null what no longer
+applies (WGAN: `{_target_: torch.optim.RMSprop, lr: 5.0e-5, betas: null}`); lists become tuples, so
+checkpoints hold plain values.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-OPTIMIZERS = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "rmsprop": torch.optim.RMSprop,
-    "sgd": torch.optim.SGD,
-}
+PROBE = [torch.nn.Parameter(torch.zeros(1))]  # a parameter to build a throw-away optimizer on
 
 
-def build_optimizer(
-    params: Iterable[torch.nn.Parameter], name: str = "adam", **options: Any
-) -> torch.optim.Optimizer:
-    """`name` is one of OPTIMIZERS or a dotted path to a torch.optim.Optimizer; null options are dropped."""
-    if name in OPTIMIZERS:
-        cls = OPTIMIZERS[name]
-    elif "." in name:
-        module, _, attr = name.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"optimizer {name!r} could not be imported: {e}") from None
-    else:
+def plain(value: Any) -> Any:
+    if isinstance(value, DictConfig | ListConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def cleaned(factory: Any, key: str) -> partial:
+    if not isinstance(factory, partial):
         raise ValueError(
-            f"unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)} or a dotted class path"
+            f"model.{key} must be a Hydra partial config: _target_ (e.g. torch.optim.Adam) and _partial_: true, "
+            f"got {factory!r}"
         )
-    options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items() if v is not None}
+    options = {k: plain(v) for k, v in factory.keywords.items() if v is not None}
+    return partial(factory.func, *factory.args, **options)
+
+
+def optimizer_factory(factory: Any, key: str = "optimizer_*") -> Callable[..., torch.optim.Optimizer]:
+    """The optimizer config as a callable on parameters, tried now on a dummy parameter."""
+    factory = cleaned(factory, key)
     try:
-        return cls(params, **options)
+        factory(PROBE)
     except TypeError as e:
-        raise ValueError(f"optimizer {name!r} does not accept options {sorted(options)}: {e}") from None
+        raise ValueError(f"model.{key}: {factory.func.__name__} does not accept {sorted(factory.keywords)}: {e}") from None
+    return factory
+
+
+def schedule_factory(factory: Any) -> Callable[..., Any] | None:
+    """The schedule config as a callable on an optimizer (None: a constant rate), tried now."""
+    if factory is None:
+        return None
+    factory = cleaned(factory, "lr_schedule")
+    factory(torch.optim.SGD(PROBE, lr=1.0), **({"total_steps": 1} if needs_length(factory) else {}))
+    return factory
+
+
+def needs_length(schedule: Callable[..., Any]) -> bool:
+    """A schedule that takes `total_steps` and was given none (or -1): the model fills in the run's length."""
+    if "total_steps" not in inspect.signature(schedule).parameters:
+        return False
+    given = getattr(schedule, "keywords", {}).get("total_steps")
+    return given is None or given <= 0

@@ -2,13 +2,13 @@
 
 Both stages are this module on the shared step. `model.stage=1` trains a text-conditioned GAN at
 `stage1_shape` on a downsampled copy of the data; `model.stage=2` trains G(stage-I image, text) at the
-data's `shape`, with stage I's generator frozen, loaded from `model.stage1_ckpt`; `model.stage=both` trains
-stage I and then, in the same command, stage II in `<run>/stage2` from stage I's last.ckpt (composed from
-the same command-line overrides plus `model.stage2_overrides`).
+data's `shape`, with stage I's generator frozen: its settings and weights are handed in as `stage1_source`
+(read from `model.stage1_ckpt` by src/checkpoint.py when the model is built). `model.stage=both` is a
+plan of two runs that src/train.py makes in turn (`model.stages` in conf/model/stackgan.yaml).
 
-Each stage adds two auxiliary terms (src/losses/text.py): the conditioning augmentation's KL (G phase,
-`kl_weight`) and the matching-aware discriminator's mismatched-text term (D phase, `mismatch_weight`);
-`text_match` > 0 adds an image-text contrastive term on D's embeddings (both phases; not in the paper).
+Each stage's auxiliary terms come from config (`model.terms`, src/losses/text.py): the conditioning
+augmentation's KL (G phase), the matching-aware discriminator's mismatched-text term (D phase) and,
+optionally, an image-text contrastive term on D's embeddings (both phases; not in the paper).
 
 A checkpoint rebuilds everything from its config: the text encoder (conf/text), the figure captions and,
 for stage II, the stage-I generator's settings (`model.stage1`; its weights are in the state dict), so
@@ -18,10 +18,7 @@ for stage II, the stage-I generator's settings (`model.stage1`; its weights are 
 from __future__ import annotations
 
 import copy
-import logging
-import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,24 +27,22 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from src.errors import CheckpointError, ConfigError, DataError
-from src.losses.auxiliary import DOut
-from src.losses.text import KLTerm, MismatchTerm, TextMatchTerm
+from src.errors import ConfigError, DataError
+from src.losses.auxiliary import AuxTerm, DOut
+from src.losses.text import MismatchTerm, TextMatchTerm
 from src.models.module import GANModule
 from src.models.networks.stackgan import Stage1Generator, Stage2Generator, TextDiscriminator
-from src.text.encoders import TextEncoder, identity_of
+from src.text.encoders import TextEncoder
+from src.utils.weights import load_weights
 
-log = logging.getLogger(__name__)
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
-NOT_FOR = {
-    1: ("res_blocks", "min_channels", "skip"),
-    2: ("max_channels",),
-}  # generator options of the other stage
 STAGE1_HINT = (
     "train stage I first (python -m src.train model=stackgan model.stage=1 data=...) and pass its "
     "checkpoint or run folder, or train both stages in one run with model.stage=both"
 )
+NOT_FOR = {
+    1: ("res_blocks", "min_channels", "skip"),
+    2: ("max_channels",),
+}  # generator options of the other stage
 
 
 class StackGAN(GANModule):
@@ -62,21 +57,18 @@ class StackGAN(GANModule):
         stage: int | str = 1,
         stage1_ckpt: str | None = None,
         stage1: Mapping[str, Any] | None = None,
-        stage2_overrides: Sequence[str] = (),
+        stage1_source: tuple[dict, dict[str, Tensor]] | None = None,
         latent_dim: int = 100,
         c_dim: int = 128,
-        kl_weight: float = 2.0,
-        mismatch_weight: float = 1.0,
-        mismatch_contrast: float = 0.0,
-        text_match: float = 0.0,
-        text_match_temperature: float = 0.1,
+        terms: Mapping[str, AuxTerm | None] | None = None,
         figure_captions: Sequence[str] | None = None,
         figure_rows: int = 8,
         figure_samples: int = 4,
         **kwargs: Any,
     ):
         """`generator` / `discriminator`: network options (src/models/networks/stackgan.py) for the stage trained.
-        `stage1`: the stage-I settings a stage-II checkpoint stores (else read from `stage1_ckpt`)."""
+        Stage II: `stage1` is the stage-I settings a stage-II checkpoint stores (its weights are in the state
+        dict); else `stage1_source` (settings, generator weights) read from `stage1_ckpt`."""
         if str(stage) not in ("1", "2", "both"):
             raise ConfigError(f"model.stage must be 1, 2 or both, got {stage!r}")
         if not isinstance(text_encoder, TextEncoder) or not stage1_shape:
@@ -85,35 +77,23 @@ class StackGAN(GANModule):
                 "(they choose the text encoder, conf/text)"
             )
         level = 2 if str(stage) == "2" else 1
-        low, high, text_dim = (
-            tuple(int(s) for s in stage1_shape),
-            tuple(int(s) for s in shape),
-            text_encoder.dim,
-        )
+        low, high, text_dim = tuple(int(s) for s in stage1_shape), tuple(int(s) for s in shape), text_encoder.dim
         options = {k: v for k, v in dict(generator).items() if k not in NOT_FOR[level]}
         d_options = dict(discriminator)
+        text_match = any(isinstance(t, TextMatchTerm) and t.active for t in (terms or {}).values() if t is not None)
         if not text_match:  # D's embedding heads serve only the text-match term
             d_options["embed_dim"] = 0
         elif not d_options.get("embed_dim"):
             raise ConfigError(
-                f"model.text_match={text_match} needs D's embedding heads: set model.discriminator.embed_dim > 0 "
-                "(e.g. 128), or model.text_match=0"
+                "model.terms.itc needs D's embedding heads: set model.discriminator.embed_dim > 0 "
+                "(e.g. 128), or model.terms.itc.weight=0"
             )
         spec = g1 = None
         if level == 2:
-            if stage1:
-                spec, weights = OmegaConf.to_container(OmegaConf.create(dict(stage1))), None
-                check_stage1(
-                    spec, low, text_encoder, "model.stage1 (the stage-I settings of this checkpoint)"
-                )
-            else:
-                spec, weights = load_stage1(stage1_ckpt, low, text_encoder)
-            g1 = Stage1Generator(
-                text_dim, spec["c_dim"], spec["latent_dim"], spec["shape"], **spec["generator"]
-            )
+            spec, weights = stage1_inputs(stage1, stage1_source, stage1_ckpt)
+            check_stage1(spec, low, text_encoder, stage1_where(stage1, spec))
+            g1 = Stage1Generator(text_dim, spec["c_dim"], spec["latent_dim"], spec["shape"], **spec["generator"])
             if weights is not None:
-                from src.checkpoint import load_weights
-
                 what = f"model.stage1_ckpt={spec['ckpt']}: its generator weights do not fit"
                 load_weights(g1, weights, what, ConfigError)
             latent_dim = spec["latent_dim"]  # z feeds stage I
@@ -122,24 +102,14 @@ class StackGAN(GANModule):
         else:
             net_g = Stage1Generator(text_dim, c_dim, latent_dim, low, **options)
             net_d = TextDiscriminator(text_dim, low, **d_options)
-        terms = {}
-        if kl_weight:
-            terms["ca"] = KLTerm(kl_weight)
-        if mismatch_weight:
-            terms["match"] = MismatchTerm(mismatch_weight, mismatch_contrast)
-        if text_match:
-            terms["itc"] = TextMatchTerm(text_match, text_match_temperature)
-        super().__init__(net_g, net_d, *args, latent_dim=latent_dim, aux_terms=terms, **kwargs)
-        self.stage, self.chain = level, str(stage) == "both"
+        super().__init__(net_g, net_d, *args, latent_dim=latent_dim, terms=terms, **kwargs)
+        self.stage = level
         self.text_encoder = text_encoder  # a plain object, not a submodule: never in the state dict
         self.text_dim, self.c_dim, self.low_shape, self.image_shape = text_dim, c_dim, low, high
         self.stage1_spec = spec
         self.stage1_generator = g1.requires_grad_(False).eval() if g1 is not None else None
-        self.stage2_overrides = [str(o) for o in stage2_overrides]
         self.figure_texts = [str(t) for t in figure_captions or []]
         self.figure_rows, self.figure_samples = figure_rows, figure_samples
-        # The training batch's contrast captions, when the data has them (unpack_batch).
-        self.contrast_text: Tensor | None = None
         self.register_buffer("figure_embeddings", torch.zeros(len(self.figure_texts), text_dim))
 
     def train(self, mode: bool = True) -> StackGAN:
@@ -185,10 +155,10 @@ class StackGAN(GANModule):
     def discriminate(self, x: Tensor, labels: Tensor | None = None) -> DOut:
         return DOut(*self.discriminator(x, labels))
 
-    def unpack_batch(self, batch: Any) -> tuple[Tensor, Tensor | None]:
-        # A third element: one contrast caption per image (CaptionedDataModule), for the mismatch term.
-        self.contrast_text = batch[2] if isinstance(batch, list | tuple) and len(batch) > 2 else None
-        x, y = super().unpack_batch(batch)
+    def unpack_batch(self, batch: Any) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+        x, y, more = super().unpack_batch(batch)
+        if isinstance(batch, list | tuple) and len(batch) > 2:  # one contrast caption per image, for the mismatch term
+            more = {**more, "contrast": batch[2]}
         if y is None:
             raise DataError(
                 "StackGAN trains on (image, caption embedding) batches; this batch has no captions"
@@ -196,10 +166,10 @@ class StackGAN(GANModule):
         size = self.generator.shape[1:]
         if tuple(x.shape[2:]) != size:  # stage I learns from a downsampled copy of the data
             x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-        return x, y
+        return x, y, more
 
     def check_data(self, datamodule: Any) -> None:
-        if not hasattr(datamodule, "figure_captions"):
+        if not datamodule.captioned:
             raise ConfigError(
                 f"model=stackgan needs captioned data (data=shapes, cub or oxford102); data={datamodule.name} has none"
             )
@@ -213,13 +183,13 @@ class StackGAN(GANModule):
                 f"data={datamodule.name} has images of shape {list(data)}; StackGAN here needs model.shape = data.shape "
                 f"(stage II's output, {list(self.image_shape)}) at least as large as model.stage1_shape={list(low)}"
             )
-        contrast = self.aux_terms["match"].contrast if "match" in self.aux_terms else 0
+        contrast = max([t.contrast for t in self.aux_terms.values() if isinstance(t, MismatchTerm)], default=0)
         if contrast:
             datamodule.setup()
-            if "train" not in getattr(datamodule, "contrast", {}):
+            if "train" not in datamodule.contrast:
                 raise ConfigError(
-                    f"model.mismatch_contrast={contrast} needs contrast captions, and data={datamodule.name} "
-                    "has none: set data.contrast_captions > 0 (data=shapes) or model.mismatch_contrast=0"
+                    f"model.terms.match.contrast={contrast} needs contrast captions, and data={datamodule.name} "
+                    "has none: set data.contrast_captions > 0 (data=shapes) or model.terms.match.contrast=0"
                 )
         texts, emb = datamodule.figure_captions(self.figure_rows)
         self.figure_texts = list(texts)
@@ -261,65 +231,36 @@ class StackGAN(GANModule):
         images = torch.stack([low, resize(final, side)], 1).unflatten(0, (len(texts), m)).flatten(1, 2)
         return {"stages": caption_rows(texts, images, ["stage I", "stage II"] * m, group=2)}
 
-    # --- checkpoints and the stage-II run of model.stage=both ------------------------------------------------
+    # --- checkpoints ----------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         config = checkpoint["gan_zoo"].get("config")
         if config is None:
             return
-        config = copy.deepcopy(
-            config
-        )  # what was resolved at start-up, so the config alone rebuilds the model
+        config = copy.deepcopy(config)  # what was resolved at start-up, so the config alone rebuilds the model
         config["model"]["figure_captions"] = list(self.figure_texts)
-        if self.stage1_spec is not None:
+        if self.stage1_spec is not None:  # stage I's settings travel with stage II; its weights are in the state
             config["model"]["stage1"] = self.stage1_spec
+            config["model"]["stage1_source"] = None
         checkpoint["gan_zoo"]["config"] = config
 
-    def after_fit(self) -> None:
-        """Called by src.train once stage I's run is closed (summary printed, loggers and progress bar done)."""
-        if self.chain:
-            train_stage2(self)
+
+# --- stage I, as stage II receives it ---------------------------------------------------------------------
+def stage1_inputs(
+    stage1: Mapping[str, Any] | None, source: tuple[dict, dict[str, Tensor]] | None, path: str | None
+) -> tuple[dict, dict[str, Tensor] | None]:
+    """(stage-I settings, generator weights or None when they come with this model's own state dict)."""
+    if stage1:
+        return OmegaConf.to_container(OmegaConf.create(dict(stage1)), resolve=True), None
+    if source is None:
+        raise ConfigError(f"model.stage=2 needs the stage-I model it refines: set model.stage1_ckpt; {STAGE1_HINT}")
+    return source
 
 
-# --- stage I, as stage II loads it ------------------------------------------------------------------------
-def load_stage1(
-    path: str | None, low: tuple[int, ...], encoder: TextEncoder
-) -> tuple[dict, dict[str, Tensor]]:
-    """(stage-I settings, its generator's weights) from a stage-I checkpoint, checked against this stage II."""
-    if not path:
-        raise ConfigError(
-            f"model.stage=2 needs the stage-I model it refines: set model.stage1_ckpt; {STAGE1_HINT}"
-        )
-    from src.checkpoint import load_checkpoint
-
-    try:
-        cfg, state, info = load_checkpoint(path)
-    except CheckpointError as e:
-        raise ConfigError(f"model.stage1_ckpt: {e}; {STAGE1_HINT}") from None
-    file, model = info["path"], OmegaConf.to_container(cfg.get("model") or OmegaConf.create(), resolve=True)
-    target = str(model.get("_target_", ""))
-    if not target.endswith(".StackGAN"):
-        raise ConfigError(
-            f"model.stage1_ckpt={file} is a checkpoint of {target or 'an unknown model'}, not of a StackGAN "
-            f"stage I; {STAGE1_HINT}"
-        )
-    if str(model.get("stage")) not in ("1", "both"):
-        raise ConfigError(
-            f"model.stage1_ckpt={file} is a StackGAN stage-II checkpoint; give the stage-I checkpoint "
-            f"(this one refines {model.get('stage1_ckpt')})"
-        )
-    spec = {
-        "ckpt": str(file),
-        "shape": [int(s) for s in model.get("stage1_shape") or []],
-        "latent_dim": int(model["latent_dim"]),
-        "c_dim": int(model["c_dim"]),
-        # What the encoder is, not its config: a _target_ here would be instantiated when this spec is read back.
-        "text_encoder": identity_of(model.get("text_encoder") or {}),
-        "generator": {k: v for k, v in (model.get("generator") or {}).items() if k not in NOT_FOR[1]},
-    }
-    check_stage1(spec, low, encoder, f"model.stage1_ckpt={file}")
-    prefix = "ema_generator." if any(k.startswith("ema_generator.") for k in state) else "generator."
-    return spec, {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+def stage1_where(stage1: Mapping[str, Any] | None, spec: Mapping[str, Any]) -> str:
+    if stage1:
+        return "model.stage1 (the stage-I settings of this checkpoint)"
+    return f"model.stage1_ckpt={spec['ckpt']}"
 
 
 def check_stage1(spec: Mapping[str, Any], low: tuple[int, ...], encoder: TextEncoder, where: str) -> None:
@@ -345,66 +286,6 @@ def check_stage1(spec: Mapping[str, Any], low: tuple[int, ...], encoder: TextEnc
             f"{where} was trained with another text encoder ({'; '.join(differ)}): stage I and stage II must "
             "use the same one"
         )
-
-
-def train_stage2(module: StackGAN) -> None:
-    """model.stage=both: stage II as its own run in <run>/stage2, composed from this run's overrides."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    from src.utils.run import last_checkpoint
-
-    trainer = module.trainer
-    if any(getattr(cb, "received", None) for cb in trainer.callbacks):
-        log.warning(
-            "stage I was stopped by a signal: stage II not started (resume stage I with ckpt_path=...)"
-        )
-        return
-    ckpt = last_checkpoint(trainer)
-    if not ckpt or module.run_config is None or not HydraConfig.initialized():
-        log.warning(
-            "model.stage=both: no stage-I last.ckpt or Hydra run to continue from; start stage II yourself "
-            "with model.stage=2 model.stage1_ckpt=<stage-I checkpoint>"
-        )
-        return
-    paths = module.run_config["paths"]
-    out = Path(paths["output_dir"]) / "stage2"
-    replaced = (
-        "model.stage=",
-        "model.stage1_ckpt=",
-        "ckpt_path=",
-        "paths.output_dir=",
-        "paths.log_dir=",
-        "paths.cache_dir=",
-    )
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(replaced)]
-    overrides += [
-        "model.stage=2",
-        f"model.stage1_ckpt={quote(ckpt)}",
-        "ckpt_path=null",
-        f"paths.output_dir={quote(out)}",
-        f"paths.log_dir={quote(paths['log_dir'])}",
-        f"paths.cache_dir={quote(paths['cache_dir'])}",
-        *module.stage2_overrides,
-    ]
-    if GlobalHydra.instance().is_initialized():
-        cfg = compose("train", overrides=overrides)
-    else:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("train", overrides=overrides)
-    log.info("stage I done (%s); training stage II in %s", ckpt, out)
-    from src.train import train
-
-    train(cfg)
-
-
-def quote(value: Any) -> str:
-    """A value as a Hydra override value: quoted unless it is a plain path-like word."""
-    text = str(value)
-    if re.fullmatch(r"[\w./:+-]+", text):
-        return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 # --- figures -------------------------------------------------------------------------------------------------

@@ -25,6 +25,19 @@ def build_base(base: str, **kwargs) -> nn.Module:
     return cls(**kwargs)
 
 
+def add_heads(discriminator: nn.Module, heads: dict[str, int]) -> None:
+    """Give D the auxiliary heads the model's terms read ({name: output size}); only AuxHeadDiscriminator has any."""
+    if not heads:
+        return
+    if not isinstance(discriminator, AuxHeadDiscriminator):
+        raise ValueError(
+            f"the terms of this model read D's heads {sorted(heads)}: it needs "
+            "model.discriminator._target_=src.models.networks.conditional.AuxHeadDiscriminator"
+        )
+    for name, size in heads.items():
+        discriminator.add_head(name, size)
+
+
 def require_classes(num_classes: int | None) -> None:
     if not num_classes or num_classes < 2:
         raise ValueError(

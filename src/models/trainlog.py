@@ -1,0 +1,37 @@
+"""Training diagnostics: gathered over the phases of a logging step (as tensors, no device sync), then
+sent to every logger at x = G step with a single sync."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+
+class TrainLog:
+    def __init__(self) -> None:
+        self.pending: dict[str, Tensor] = {}
+        self.last: dict[str, float] = {}  # everything sent so far, latest value of each (the run summary)
+
+    def add(self, values: Mapping[str, Tensor], prefix: str = "train/") -> None:
+        self.pending.update({f"{prefix}{k}": v.detach() for k, v in values.items()})
+
+    def flush(
+        self, loggers: Iterable, step: int, device: torch.device, extra: Mapping[str, float] = {}
+    ) -> dict[str, float]:
+        """Send what is pending (and `extra`, plain numbers) to the loggers; returns what was sent."""
+        scalars = to_floats(self.pending, device)
+        self.pending = {}
+        scalars.update(extra)
+        self.last.update(scalars)
+        for logger in loggers:
+            logger.log_metrics(scalars, step=step)
+        return scalars
+
+
+def to_floats(values: Mapping[str, Tensor | float], device: torch.device) -> dict[str, float]:
+    if not values:
+        return {}
+    stacked = torch.stack([torch.as_tensor(v, device=device).float().reshape(()) for v in values.values()])
+    return dict(zip(values, stacked.cpu().tolist()))
