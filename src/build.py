@@ -32,7 +32,8 @@ def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
         while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
             cause = cause.__cause__
         key = getattr(e, "full_key", "")
-        raise ConfigError(f"{cause}" + (f" [at {key}]" if key else "")) from cause
+        text = " ".join(str(cause).split())  # one line: Hydra's messages span several
+        raise ConfigError(text + (f" [at {key}]" if key else "")) from cause
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{what}: {e}") from e
 

@@ -186,7 +186,9 @@ def build_from_checkpoint(
         model = build_model(cfg)
     except GanZooError as e:
         raise CheckpointError(f"{info['path']}: its stored config no longer builds a model: {e}") from e
-    load_weights(model, state, f"{info['path']}: its weights do not fit the model its config builds", CheckpointError)
+    load_weights(
+        model, state, f"{info['path']}: its weights do not fit the model its config builds", CheckpointError
+    )
     model.d_step, model.g_step = info["d_step"] or 0, info["g_step"] or 0
     return model.to(device).eval(), cfg, info
 

@@ -20,12 +20,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig
 
 from src.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer
+from src.callbacks.safety import LastCheckpoint
 from src.checkpoint import check_resume, group_choices
 from src.errors import ConfigError, GanZooError
 from src.preflight import one_line_hydra_errors
-from src.callbacks.safety import LastCheckpoint
-from src.utils.perf import apply_perf
 from src.utils.compose import CONF
+from src.utils.perf import apply_perf
 from src.utils.run import apply_extras, exit_with_error, last_checkpoint, print_summary
 from src.validate import check_config
 
@@ -88,11 +88,15 @@ def next_stage(trainer: L.Trainer, cfg: DictConfig, stage: DictConfig) -> DictCo
     if not cfg.get("train", True):
         return None
     if any(isinstance(cb, LastCheckpoint) and cb.received is not None for cb in trainer.callbacks):
-        log.warning("the run was stopped by a signal: the next stage is not started (resume with ckpt_path=...)")
+        log.warning(
+            "the run was stopped by a signal: the next stage is not started (resume with ckpt_path=...)"
+        )
         return None
     ckpt = last_checkpoint(trainer)
     if not ckpt or not HydraConfig.initialized():
-        log.warning("no last.ckpt or Hydra run to continue from: start the next stage yourself (model.stage=...)")
+        log.warning(
+            "no last.ckpt or Hydra run to continue from: start the next stage yourself (model.stage=...)"
+        )
         return None
     paths = cfg.paths
     out = Path(paths.output_dir) / (stage.folder or "")

@@ -75,3 +75,22 @@ def parameters(model) -> dict:
 @pytest.fixture
 def compose_cfg(tmp_path):
     return lambda overrides: make_cfg(overrides, tmp_path)
+
+
+def phase_of(module, real, labels, latent, fake, d_real, d_fake, extras=None, more=None):
+    """A term's input: as the model builds it (module given), or with no model behind it (the term must
+    then need neither D nor G). The D phase when d_real is given, else the G phase."""
+    from src.losses import NonSaturating
+    from src.losses.auxiliary import Phase
+
+    name = "d" if d_real is not None else "g"
+    if module is not None:
+        return module.phase(name, real, labels, latent, fake, d_real, d_fake, extras, more)
+
+    def absent(*args):
+        raise AssertionError("this term was handed no model")
+
+    return Phase(
+        name, real, labels, latent, fake, d_real, d_fake, NonSaturating(), absent, absent, absent,
+        extras or {}, more or {},
+    )  # fmt: skip

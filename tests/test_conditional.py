@@ -8,14 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import CACHE, CONF, choices, make_cfg, on_built_model, parameters, run_train
+from conftest import CACHE, CONF, choices, make_cfg, on_built_model, parameters, phase_of, run_train
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 from PIL import Image
 
 from src.build import build_model
 from src.errors import ConfigError
-from src.losses.auxiliary import Context, DOut, MutualInfoTerm, random_affine
+from src.losses.auxiliary import DOut, MutualInfoTerm, random_affine
 from src.metrics.conditional import ClassConsistency, best_mapping_accuracy
 from src.models.cgan import CGAN
 from src.models.infogan import InfoGAN
@@ -157,7 +157,7 @@ def test_infogan_q_recovers_the_sampled_codes(tmp_path):
     """The MI term is computed on the codes G was given: Q learns to read them back."""
     overrides = [
         "model=infogan",
-        "model.mi.weight_cont=1.0",
+        "model.terms.info.weight_cont=1.0",
         "trainer.max_steps=150",
         "trainer.log_every_n_steps=50",
         "data.batch_size=32",
@@ -173,7 +173,7 @@ def test_mutual_information_uses_codes_not_data_labels():
     q = torch.cat([torch.nn.functional.one_hot(codes, 10).float() * 20, torch.zeros(8, 2)], 1)
     latent = {"c_cat": codes[:, None], "c_cont": torch.zeros(8, 2)}
     wrong_labels = (codes + 3) % 10
-    ctx = Context(None, None, wrong_labels, latent, torch.zeros(8, 1), None, DOut(torch.zeros(8), {"q": q}))
+    ctx = phase_of(None, None, wrong_labels, latent, torch.zeros(8, 1), None, DOut(torch.zeros(8), {"q": q}))
     assert term.d_terms(ctx)["mi_cat"].item() < 1e-3  # Q matches the codes, whatever the data labels
     shuffled = {"c_cat": wrong_labels[:, None], "c_cont": torch.zeros(8, 2)}
     ctx.latent = shuffled
@@ -215,24 +215,28 @@ def test_random_affine_moves_the_object_and_keeps_the_background():
 
 
 def test_invariance_term_reads_codes_from_transformed_fakes(tmp_path):
-    """model.mi.invariance: Q also has to read c1 from shifted/rotated/scaled fakes; 0 turns it off."""
+    """model.terms.info.invariance: Q also has to read c1 from shifted/rotated/scaled fakes; 0 turns it off."""
     torch.manual_seed(0)
-    cfg = make_cfg(["model=infogan", "model.mi.invariance=0.5"], tmp_path)
+    cfg = make_cfg(["model=infogan", "model.terms.info.invariance=0.5"], tmp_path)
     module = build_model(cfg)
     term = module.aux_terms["info"]
     latent = module.sample_latent(16)
     fake = module.generate(latent)
-    ctx = Context(module, None, None, latent, fake, None, module.discriminate(fake))
+    ctx = phase_of(module, None, None, latent, fake, None, module.discriminate(fake))
     terms = term.g_terms(ctx)
     assert set(terms) == {"mi_cat", "mi_cont", "mi_cat_aug"}
     # By hand: invariance x weight_cat x cross-entropy of Q's c1 logits on moved fakes against c1.
     torch.manual_seed(1)
     value = term.invariance_terms(ctx)["mi_cat_aug"].item()
     torch.manual_seed(1)
-    moved = random_affine(fake, **cfg.model.mi.augment)
+    moved = random_affine(fake, **cfg.model.terms.info.augment)
     assert (moved - fake).abs().amax((1, 2, 3)).min() > 0.01  # every fake was moved
     logits = module.discriminate(moved).aux["q"][:, : cfg.model.cat_dims[0]]
-    by_hand = 0.5 * cfg.model.mi.weight_cat * torch.nn.functional.cross_entropy(logits, latent["c_cat"][:, 0])
+    by_hand = (
+        0.5
+        * cfg.model.terms.info.weight_cat
+        * torch.nn.functional.cross_entropy(logits, latent["c_cat"][:, 0])
+    )
     assert value == pytest.approx(by_hand.item(), rel=1e-5)
     terms["mi_cat_aug"].backward()  # it trains G through the transform
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.generator.parameters())
@@ -240,23 +244,27 @@ def test_invariance_term_reads_codes_from_transformed_fakes(tmp_path):
     torch.manual_seed(0)
     a = term.invariance_terms(ctx)["mi_cat_aug"].item()
     torch.manual_seed(0)
-    b = term.invariance_terms(Context(module, None, None, wrong, fake, None, ctx.d_fake))["mi_cat_aug"].item()
+    b = term.invariance_terms(phase_of(module, None, None, wrong, fake, None, ctx.d_fake))[
+        "mi_cat_aug"
+    ].item()
     assert a != b
-    off = build_model(make_cfg(["model=infogan", "model.mi.invariance=0"], tmp_path)).aux_terms["info"]
-    assert "mi_cat_aug" not in off.g_terms(Context(module, None, None, latent, fake, None, ctx.d_fake))
+    off = build_model(make_cfg(["model=infogan", "model.terms.info.invariance=0"], tmp_path)).aux_terms[
+        "info"
+    ]
+    assert "mi_cat_aug" not in off.g_terms(phase_of(module, None, None, latent, fake, None, ctx.d_fake))
     with pytest.raises(ValueError, match="unknown keys"):
         MutualInfoTerm(augment={"flip": 1})
 
 
 def test_real_image_terms_ask_q_for_balanced_confident_categories(tmp_path):
-    """model.mi.real_balance / real_confidence: on real images Q should use every value of c1 equally
+    """model.terms.info.real_balance / real_confidence: on real images Q should use every value of c1 equally
     (batch marginal near uniform) and each confidently (low entropy); no data labels are read."""
     term = MutualInfoTerm(cat_dims=[10], cont_dim=0, real_balance=1.0, real_confidence=1.0)
     latent = {"c_cat": (torch.arange(20) % 10)[:, None]}
     fake = DOut(torch.zeros(20), {"q": torch.zeros(20, 10)})
 
     def real_terms(q_real, labels=None):
-        ctx = Context(
+        ctx = phase_of(
             None,
             torch.zeros(20, 1),
             labels,
@@ -275,12 +283,12 @@ def test_real_image_terms_ask_q_for_balanced_confident_categories(tmp_path):
         math.log(10), abs=1e-4
     )  # unsure
     assert real_terms(spread, torch.full((20,), 3)) == real_terms(spread)  # the data labels play no part
-    ctx = Context(None, None, None, latent, torch.zeros(20, 1), None, fake)
+    ctx = phase_of(None, None, None, latent, torch.zeros(20, 1), None, fake)
     assert set(term.g_terms(ctx)) == {"mi_cat"}  # D phase only: G never sees the real batch
     assert not any(
         k.startswith("real_")
         for k in MutualInfoTerm(cont_dim=0).d_terms(
-            Context(None, None, None, latent, torch.zeros(20, 1), DOut(torch.zeros(20), {"q": spread}), fake)
+            phase_of(None, None, None, latent, torch.zeros(20, 1), DOut(torch.zeros(20), {"q": spread}), fake)
         )
     )
     with pytest.raises(ValueError, match="real_balance, real_confidence and real_consistency must be >= 0"):
@@ -288,7 +296,7 @@ def test_real_image_terms_ask_q_for_balanced_confident_categories(tmp_path):
 
 
 def test_real_consistency_asks_q_for_the_same_c1_on_a_moved_real_image(tmp_path):
-    """model.mi.real_consistency: Q's c1 on a shifted / rotated / scaled real image must match its c1 on the
+    """model.terms.info.real_consistency: Q's c1 on a shifted / rotated / scaled real image must match its c1 on the
     image itself; with no movement the term is zero; it trains D (and Q) only; the default turns it on."""
     torch.manual_seed(0)
     module = build_model(make_cfg(["model=infogan"], tmp_path))
@@ -298,7 +306,7 @@ def test_real_consistency_asks_q_for_the_same_c1_on_a_moved_real_image(tmp_path)
     latent = module.sample_latent(16)
     fake = module.generate(latent).detach()
     d_real, d_fake = module.discriminate_pair(real, None, fake, None)
-    ctx = Context(module, real, None, latent, fake, d_real, d_fake)
+    ctx = phase_of(module, real, None, latent, fake, d_real, d_fake)
     torch.manual_seed(0)
     moved = term.d_terms(ctx)["real_consistency"]
     assert torch.isfinite(moved) and moved > 0
@@ -306,7 +314,7 @@ def test_real_consistency_asks_q_for_the_same_c1_on_a_moved_real_image(tmp_path)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.discriminator.parameters())
     term.augment = dict.fromkeys(term.augment, 0.0)
     d_real = module.discriminate_pair(real, None, fake, None)[0]
-    still = term.d_terms(Context(module, real, None, latent, fake, d_real, d_fake))["real_consistency"]
+    still = term.d_terms(phase_of(module, real, None, latent, fake, d_real, d_fake))["real_consistency"]
     assert still.abs() < 1e-4 < moved  # the same image: nothing to be consistent about
     assert "real_consistency" not in term.g_terms(ctx)
     paper = build_model(make_cfg(["experiment=infogan_mnist"], tmp_path)).aux_terms["info"]
@@ -363,17 +371,17 @@ def test_joint_d_batch_scores_real_and_fake_in_one_batch(model, tmp_path, monkey
 
 @pytest.mark.parametrize("model", ON_DIGITS)
 def test_mode_seeking_term_compares_two_samples_of_one_condition(model, tmp_path):
-    """model.mode_seeking=w: G pays w / (image distance / noise distance) for a second draw of the same
+    """model.terms.ms.weight=w: G pays w / (image distance / noise distance) for a second draw of the same
     labels / codes with fresh noise; a G that ignores its noise pays far more; it trains with every model."""
     torch.manual_seed(0)
-    module = build_model(make_cfg([f"model={model}", "model.mode_seeking=2.0"], tmp_path))
+    module = build_model(make_cfg([f"model={model}", "model.terms.ms.weight=2.0"], tmp_path))
     term = module.aux_terms["ms"]
     latent = module.sample_latent(8, torch.arange(8) % 10 if isinstance(module, CGAN) else None)
     redrawn, keys = module.resample_noise(latent)
     assert keys == ["z"] and not torch.equal(redrawn["z"], latent["z"])
     assert all(torch.equal(redrawn[k], v) for k, v in latent.items() if k != "z")  # same condition
     fake = module.generate(latent)
-    ctx = Context(module, None, None, latent, fake, None, module.discriminate(fake, latent.get("y")))
+    ctx = phase_of(module, None, None, latent, fake, None, module.discriminate(fake, latent.get("y")))
     torch.manual_seed(1)
     loss = term.g_terms(ctx)["penalty"]
     # By hand: half the batch (4) redrawn with the same noise draw; 2 / (mean |dG| / mean |dz| + 1e-5).
@@ -389,14 +397,14 @@ def test_mode_seeking_term_compares_two_samples_of_one_condition(model, tmp_path
     module.generate = lambda lat: fake[: lat["z"].shape[0]].detach() + 1e-3 * lat["z"].mean()  # noise ignored
     assert term.g_terms(ctx)["penalty"] > 100 * loss.detach()
     assert "ms" not in build_model(make_cfg([f"model={model}"], tmp_path)).aux_terms  # off by default
-    run_train([f"model={model}", "model.mode_seeking=1.0", *TINY], tmp_path / "run")
+    run_train([f"model={model}", "model.terms.ms.weight=1.0", *TINY], tmp_path / "run")
     rows = logged_rows(tmp_path / "run")
     values = [float(r["train/g_ms_penalty"]) for r in rows]
     assert len(values) == 3 and all(math.isfinite(v) for v in values) and len(set(values)) > 1
     for r in rows:  # the penalty is part of G's loss
         assert float(r["train/g_loss"]) == pytest.approx(sum(g_terms(r).values()), rel=1e-5), r
-    with pytest.raises(ValueError, match="model.mode_seeking must be >= 0"):
-        build_model(make_cfg([f"model={model}", "model.mode_seeking=-1"], tmp_path))
+    with pytest.raises(ValueError, match="model.terms.ms.weight must be >= 0"):
+        build_model(make_cfg([f"model={model}", "model.terms.ms.weight=-1"], tmp_path))
 
 
 def test_discriminator_fc_norm_is_its_own_setting():

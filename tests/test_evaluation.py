@@ -220,13 +220,13 @@ def test_pack_minibatch_std_and_ema_train(tmp_path, monkeypatch):
 
     def hook(module):
         weights.append({k: v.detach().clone() for k, v in module.ema_generator.named_parameters()})
-        update = module.update_ema
+        update = module.ema.update
 
-        def update_ema():
-            weights.append({k: v.detach().clone() for k, v in module.generator.named_parameters()})
-            update()
+        def update_ema(average, net, step):
+            weights.append({k: v.detach().clone() for k, v in net.named_parameters()})
+            update(average, net, step)
 
-        module.update_ema = update_ema
+        module.ema.update = update_ema
 
     on_built_model(monkeypatch, hook)
     _, objects = run_train([*overrides, "trainer.max_steps=5", "data.batch_size=16"], tmp_path)
@@ -259,23 +259,19 @@ def test_pack_minibatch_std_and_ema_train(tmp_path, monkeypatch):
 
 
 def test_ema_update_is_the_exponential_average():
-    net = nn.Linear(2, 2)
-    from src.losses import NonSaturating
-    from src.models.module import GANModule
+    from src.models.ema import EMA
 
-    class G(nn.Linear):
-        shape = (2,)
-
-    module = GANModule(
-        G(2, 2), nn.Linear(2, 1), NonSaturating(), {"lr": 1e-3}, {"lr": 1e-3}, 2, ema_decay=0.5
-    )
-    before = module.ema_generator.weight.clone()
+    net, average = nn.Linear(2, 2), nn.Linear(2, 2)
+    ema = EMA(0.5, start=1)
+    ema.update(average, net, step=1)  # until `start`: a copy
+    assert torch.equal(average.weight, net.weight)
+    before = average.weight.clone()
     with torch.no_grad():
-        module.generator.weight.add_(1.0)
-    module.g_step = 1
-    module.update_ema()
-    assert torch.allclose(module.ema_generator.weight, 0.5 * before + 0.5 * module.generator.weight)
-    del net
+        net.weight.add_(1.0)
+    ema.update(average, net, step=2)
+    assert torch.allclose(average.weight, 0.5 * before + 0.5 * net.weight)
+    with pytest.raises(ValueError, match=r"ema_decay must be in \(0, 1\)"):
+        EMA(1.0)
 
 
 def test_minibatch_std_sees_the_batch_variety():

@@ -100,7 +100,7 @@ def test_pair_trains_or_refuses(model, loss, data, tmp_path, monkeypatch):
 def test_loss_configs_carry_paper_defaults_and_overrides_win(tmp_path):
     cfg = make_cfg(["loss=wgan"], tmp_path)
     assert cfg.model.n_critic == 5 and cfg.loss.clip == 0.01
-    assert cfg.model.optimizer_d.name == "rmsprop" and cfg.model.optimizer_d.lr == 5e-5
+    assert cfg.model.optimizer_d._target_ == "torch.optim.RMSprop" and cfg.model.optimizer_d.lr == 5e-5
     cfg = make_cfg(["loss=wgan_gp"], tmp_path)
     assert cfg.model.n_critic == 5 and cfg.loss.gp_weight == 10
     assert cfg.model.discriminator.norm == "layer"
@@ -123,12 +123,15 @@ def test_loss_configs_carry_paper_defaults_and_overrides_win(tmp_path):
         ),
         (["model.discriminator.norm=weird"], r"unknown norm 'weird'; valid choices: batch, layer"),
         (["data.shape=[1,30,30]"], r"image side of s0 \* 2\^k"),
-        (["model.optimizer_g.name=adamax"], r"unknown optimizer 'adamax'; valid choices: adam"),
-        (["loss=wgan", "model.optimizer_d.betas=[0.5,0.9]"], r"rmsprop.*does not accept"),
+        (
+            ["model.optimizer_g._target_=torch.optim.Adamax2"],
+            r"Error loading 'torch.optim.Adamax2'.* importable",
+        ),
+        (["loss=wgan", "model.optimizer_d.betas=[0.5,0.9]"], r"RMSprop does not accept \['betas', 'lr'\]"),
         (["model.n_critic=0"], r"model.n_critic=0 must be an integer >= 1"),
         (
             ["trainer.max_steps=-1", "trainer.max_epochs=-1"],
-            r"linear_decay needs the run's length",
+            r"linear decay\) needs the run's length",
         ),
         (
             ["model.pack=2", "model.discriminator.pack=1"],

@@ -147,7 +147,7 @@ def test_readme_command_runs(command, tmp_path):
             on_cpu(args) + tiny + QUIET + [f"paths.log_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
         )
         if "experiment=stackgan" in command:  # stage II's own length comes from model.stage2_overrides
-            args.append('model.stage2_overrides=["trainer.max_steps=2"]')
+            args.append('stage2_overrides=["trainer.max_steps=2"]')
         if multirun:
             args = ["-m", *args]
         if "--cfg" in command:

@@ -64,7 +64,7 @@ def test_nan_stops_with_the_step_phase_and_term_and_keeps_the_last_good_checkpoi
 def test_nan_skip_counts_and_goes_on(tmp_path):
     poison = ["+callbacks.nan._target_=probes.Poison", "+callbacks.nan.at_d_step=3"]
     metrics, objects = run_train([*BASE, "trainer.max_steps=4", "model.on_nonfinite=skip", *poison], tmp_path)
-    assert objects["model"].skipped == {"d": 1, "g": 0} and objects["model"].g_step == 4
+    assert objects["model"].guard.skipped == {"d": 1, "g": 0} and objects["model"].g_step == 4
     assert metrics["train/skipped_d"] == 1
     assert all(torch.isfinite(p).all() for p in objects["model"].parameters())
 

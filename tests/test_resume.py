@@ -98,7 +98,7 @@ def continue_run(tmp_path, overrides, first: list[str], then: list[str]):
 
 
 # 160 images / 16 = 10 batches an epoch: max_steps 5 stops inside epoch 0.
-CONSTANT = ["data.batch_size=16", "model.lr_schedule.name=constant", "trainer.limit_val_batches=2"]
+CONSTANT = ["data.batch_size=16", "model.lr_schedule=null", "trainer.limit_val_batches=2"]
 
 
 def test_extending_a_finished_run_equals_a_straight_run(tmp_path):
@@ -135,7 +135,7 @@ def test_infogan_extension_is_exact(tmp_path):
 def test_stackgan_extension_is_exact(stage, tmp_path):
     from test_stackgan import QUIET
 
-    common = [o for o in QUIET if not o.startswith("trainer.max_steps")] + ["model.lr_schedule.name=constant"]
+    common = [o for o in QUIET if not o.startswith("trainer.max_steps")] + ["model.lr_schedule=null"]
     if stage == 2:
         run_train([*common, "trainer.max_steps=2"], tmp_path / "stage1")
         common += ["model.stage=2", f"model.stage1_ckpt={tmp_path / 'stage1'}"]

@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST, choices, make_cfg, run_train
+from conftest import FAST, choices, make_cfg, phase_of, run_train
 from PIL import Image
 
 from src.build import build_datamodule, build_model
 from src.checkpoint import build_from_checkpoint
 from src.errors import ConfigError, DataError, DataNotFoundError
-from src.losses.auxiliary import Context
 from src.losses.text import KLTerm, MismatchTerm, TextMatchTerm, contrastive, kl_to_standard_normal
 from src.text.encoders import BagOfNgrams, PrecomputedEmbeddings, SentenceTransformerEncoder
 
@@ -155,7 +154,7 @@ def test_kl_term_is_the_ca_kl_and_changes_with_mu_and_sigma():
     normal = torch.distributions.Normal
     expected = torch.distributions.kl_divergence(normal(mu, (0.5 * logvar).exp()), normal(0.0, 1.0)).mean()
     assert torch.allclose(kl_to_standard_normal(mu, logvar), expected)
-    ctx = lambda m, lv: Context(None, None, None, {}, None, None, None, {"mu": m, "logvar": lv})  # noqa: E731
+    ctx = lambda m, lv: phase_of(None, None, None, {}, None, None, None, {"mu": m, "logvar": lv})  # noqa: E731
     assert torch.allclose(KLTerm(2.0).g_terms(ctx(mu, logvar))["kl"], 2.0 * expected)
     assert KLTerm(1.0).g_terms(ctx(2 * mu, logvar))["kl"] > expected
     assert not torch.allclose(KLTerm(1.0).g_terms(ctx(mu, logvar + 1))["kl"], expected)
@@ -188,7 +187,7 @@ def test_mismatch_term_scores_real_images_with_shifted_captions(tmp_path):
     texts = ["a small red circle", "a large blue square", "a tiny green triangle", "a big white disc"]
     emb = BagOfNgrams(32).encode(texts)
     d_real = module.discriminate(real, emb)
-    ctx = Context(module, real, emb, {}, real, d_real, d_real)
+    ctx = phase_of(module, real, emb, {}, real, d_real, d_real)
     term = module.aux_terms["match"]
     assert isinstance(term, MismatchTerm)
     value = term.d_terms(ctx)["mismatch"]
@@ -199,7 +198,7 @@ def test_mismatch_term_scores_real_images_with_shifted_captions(tmp_path):
     assert stats["acc"] == (wrong < 0).sum() / 4 and torch.allclose(
         stats["d_wrong"], torch.sigmoid(wrong).mean()
     )
-    other = Context(
+    other = phase_of(
         module, real, emb[[0, 2, 1, 3]], {}, real, module.discriminate(real, emb[[0, 2, 1, 3]]), d_real
     )
     assert not torch.allclose(value, term.d_terms(other)["mismatch"])
@@ -208,9 +207,9 @@ def test_mismatch_term_scores_real_images_with_shifted_captions(tmp_path):
 
 
 def test_mismatch_contrast_uses_the_batch_contrast_captions(tmp_path):
-    """model.mismatch_contrast=1: every wrong text is the image's own contrast caption, not another image's."""
+    """model.terms.match.contrast=1: every wrong text is the image's own contrast caption, not another image's."""
     torch.manual_seed(0)
-    module = build_model(make_cfg([*TINY, "model.mismatch_contrast=1"], tmp_path))
+    module = build_model(make_cfg([*TINY, "model.terms.match.contrast=1"], tmp_path))
     assert module.loss.name == "nonsaturating"
     real = torch.rand(4, 3, 16, 16) * 2 - 1
     enc = BagOfNgrams(32)
@@ -219,21 +218,21 @@ def test_mismatch_contrast_uses_the_batch_contrast_captions(tmp_path):
     )
     hard = enc.encode(["a small red square", "a large red square", "a tiny green circle", "a big white box"])
     d_real = module.discriminate(real, emb)
-    ctx = Context(module, real, emb, {}, real, d_real, d_real)
+    ctx = phase_of(module, real, emb, {}, real, d_real, d_real)
     term = module.aux_terms["match"]
     with pytest.raises(ValueError, match="data.contrast_captions > 0"):
         term.d_terms(ctx)
-    module.unpack_batch([real, emb, hard])
-    value = term.d_terms(ctx)["mismatch"]
+    more = module.unpack_batch([real, emb, hard])[2]
+    value = term.d_terms(phase_of(module, real, emb, {}, real, d_real, d_real, more=more))["mismatch"]
     assert torch.allclose(value, d_loss_by_hand(d_real.adv, module.discriminate(real, hard).adv))
     shifted = module.discriminate(real, emb[[3, 0, 1, 2]]).adv
     assert not torch.allclose(value, d_loss_by_hand(d_real.adv, shifted))
     with pytest.raises(
-        ConfigError, match=r"mismatch_contrast=1 needs contrast captions.*data.contrast_captions"
+        ConfigError, match=r"model.terms.match.contrast=1 needs contrast captions.*data.contrast_captions"
     ):
-        run_train([*QUIET, "model.mismatch_contrast=1"], tmp_path / "refused")
+        run_train([*QUIET, "model.terms.match.contrast=1"], tmp_path / "refused")
     run = tmp_path / "run"
-    run_train([*QUIET, "data.contrast_captions=2", "model.mismatch_contrast=0.5"], run)
+    run_train([*QUIET, "data.contrast_captions=2", "model.terms.match.contrast=0.5"], run)
     values = logged(run, "train/d_match_mismatch")
     assert len(values) == 3 and all(math.isfinite(v) for v in values), values
 
@@ -252,16 +251,16 @@ def test_contrastive_loss_is_low_when_each_image_is_nearest_its_own_text():
     masked, _ = contrastive(image, twins, same, 0.1)
     unmasked, _ = contrastive(image, twins, none, 0.1)
     assert masked < 0.01 and abs(unmasked - 2 * math.log(2) / 6) < 0.01  # the twins split their odds
-    with pytest.raises(ValueError, match="text_match_temperature > 0, got 1.0 and 0.0"):
+    with pytest.raises(ValueError, match="model.terms.itc.temperature > 0, got 1.0 and 0.0"):
         TextMatchTerm(1.0, 0.0)
 
 
 def test_text_match_term_trains_d_embeddings_on_reals_and_g_on_fakes(stage1, tmp_path):
-    """model.text_match: D's embedding heads exist only then; the D phase's term reads real images and their
+    """model.terms.itc: D's embedding heads exist only then; the D phase's term reads real images and their
     captions, the G phase's the fakes and the captions they were drawn for; both stages train with it."""
     assert build_model(make_cfg(TINY, tmp_path)).discriminator.embed is None
     torch.manual_seed(0)
-    module = build_model(make_cfg([*TINY, "model.text_match=2"], tmp_path))
+    module = build_model(make_cfg([*TINY, "model.terms.itc.weight=2"], tmp_path))
     term = module.aux_terms["itc"]
     assert isinstance(term, TextMatchTerm) and term.weight == 2
     enc = BagOfNgrams(32)
@@ -273,7 +272,7 @@ def test_text_match_term_trains_d_embeddings_on_reals_and_g_on_fakes(stage1, tmp
     fake = module.generate(latent)[0]
     d_real, d_fake = module.discriminate(real, emb), module.discriminate(fake, emb)
     assert d_real.aux["image"].shape == (4, 128) and d_real.aux["text"].shape == (4, 128)
-    ctx = Context(module, real, emb, latent, fake, d_real, d_fake)
+    ctx = phase_of(module, real, emb, latent, fake, d_real, d_fake)
     d_value = term.d_terms(ctx)["real"]
     # InfoNCE by hand (the 4 captions differ: no pair is masked): cosine similarities / 0.1, each image's own
     # caption's log-probability among the batch's, and each caption's image's, averaged.
@@ -282,13 +281,13 @@ def test_text_match_term_trains_d_embeddings_on_reals_and_g_on_fakes(stage1, tmp
     assert torch.allclose(d_value, 2 * expected)
     other = module.discriminate(real, emb.flip(0))
     assert not torch.allclose(
-        d_value, term.d_terms(Context(module, real, emb.flip(0), latent, fake, other, d_fake))["real"]
+        d_value, term.d_terms(phase_of(module, real, emb.flip(0), latent, fake, other, d_fake))["real"]
     )
     d_value.backward()
     assert module.discriminator.embed["image"].weight.grad.abs().sum() > 0
     assert module.discriminator.embed["text"].weight.grad.abs().sum() > 0
     assert module.generator.ca.fc.weight.grad is None  # reals only: G plays no part in D's term
-    g_value = term.g_terms(Context(module, None, None, latent, fake, None, d_fake))["fake"]
+    g_value = term.g_terms(phase_of(module, None, None, latent, fake, None, d_fake))["fake"]
     g_value.backward()
     assert module.generator.ca.fc.weight.grad.abs().sum() > 0
     stats = term.stats(ctx)  # real_acc: the share of images whose own caption ranks first
@@ -296,34 +295,36 @@ def test_text_match_term_trains_d_embeddings_on_reals_and_g_on_fakes(stage1, tmp
     assert stats["real_acc"] == (sim.argmax(1) == torch.arange(4)).float().mean()
     for stage in (["model.stage=1"], ["model.stage=2", f"model.stage1_ckpt={stage1}"]):
         run = tmp_path / stage[0][-1]
-        run_train([*QUIET, *stage, "model.text_match=1"], run)
+        run_train([*QUIET, *stage, "model.terms.itc.weight=1"], run)
         for key in ("train/d_itc_real", "train/g_itc_fake"):
             values = logged(run, key)
             assert len(values) == 3 and all(math.isfinite(v) for v in values), (key, values)
             assert len(set(values)) > 1, (key, values)
-    with pytest.raises(ConfigError, match=r"model.text_match=1 needs D's embedding heads.*embed_dim > 0"):
-        build_model(make_cfg([*TINY, "model.text_match=1", "model.discriminator.embed_dim=0"], tmp_path))
+    with pytest.raises(ConfigError, match=r"model.terms.itc needs D's embedding heads.*embed_dim > 0"):
+        build_model(
+            make_cfg([*TINY, "model.terms.itc.weight=1", "model.discriminator.embed_dim=0"], tmp_path)
+        )
 
 
 def test_terms_can_be_turned_off(tmp_path):
-    module = build_model(make_cfg([*TINY, "model.kl_weight=0", "model.mismatch_weight=0"], tmp_path))
+    module = build_model(make_cfg([*TINY, "model.terms.ca.weight=0", "model.terms.match.weight=0"], tmp_path))
     assert len(module.aux_terms) == 0
 
 
 def test_mode_seeking_redraws_every_noise_of_both_stages(stage1, tmp_path):
-    """model.mode_seeking: a second sample of the same caption redraws z and the CA noise (and, in stage II,
+    """model.terms.ms: a second sample of the same caption redraws z and the CA noise (and, in stage II,
     stage I's CA noise), never the text; it trains in both stages."""
     texts = ["a small red circle", "a large blue square", "a tiny green triangle", "a big white disc"]
     emb = BagOfNgrams(32).encode(texts)  # real captions: the data-less default text is all zeros
     for stage in (["model.stage=1"], ["model.stage=2", f"model.stage1_ckpt={stage1}"]):
         torch.manual_seed(0)
-        module = build_model(make_cfg([*TINY, *stage, "model.mode_seeking=1"], tmp_path))
+        module = build_model(make_cfg([*TINY, *stage, "model.terms.ms.weight=1"], tmp_path))
         latent = module.sample_latent(4, emb)
         other, keys = module.resample_noise(latent)
         assert set(keys) == set(latent) - {"y"} and torch.equal(other["y"], emb)
         assert all(not torch.equal(other[k], latent[k]) for k in keys)
         fake = module.generate(latent)[0]
-        ctx = Context(module, None, None, latent, fake, None, module.discriminate(fake, latent["y"]))
+        ctx = phase_of(module, None, None, latent, fake, None, module.discriminate(fake, latent["y"]))
         rng = torch.get_rng_state()
         penalty = module.aux_terms["ms"].g_terms(ctx)["penalty"]
         # By hand, MSGAN's ratio on half the batch redrawn with the same draws: weight 1 / (mean |image
@@ -335,7 +336,7 @@ def test_mode_seeking_redraws_every_noise_of_both_stages(stage1, tmp_path):
         noise_gap = sum((again[k] - half[k]).abs().sum() for k in keys) / sum(half[k].numel() for k in keys)
         assert torch.allclose(penalty, 1 / (image_gap / noise_gap + 1e-5))
         run = tmp_path / stage[0][-1]
-        run_train([*QUIET, *stage, "model.mode_seeking=1"], run)
+        run_train([*QUIET, *stage, "model.terms.ms.weight=1"], run)
         values = logged(run, "train/g_ms_penalty")
         assert len(values) == 3 and all(math.isfinite(v) for v in values), values
         assert len(set(values)) > 1, values
@@ -399,7 +400,7 @@ def test_cli_reports_a_missing_stage1_in_one_line(tmp_path, capsys):
 def test_stage_both_trains_stage2_from_stage1_in_the_same_command(tmp_path):
     """With the default rich progress bar: stage II starts once stage I's run is closed."""
     keep_bar = [o for o in FAST if "progress" not in o]
-    overrides = ["model.stage=both", "trainer.max_steps=2", 'model.stage2_overrides=["trainer.max_steps=1"]']
+    overrides = ["model.stage=both", "trainer.max_steps=2", 'stage2_overrides=["trainer.max_steps=1"]']
     run_train([*keep_bar, *QUIET, *overrides], tmp_path, fast=False)
     last = tmp_path / "stage2" / "checkpoints" / "last.ckpt"
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and last.is_file()

@@ -86,7 +86,7 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
 
 def test_linear_decay_reaches_zero_at_max_steps(tmp_path):
     _, objects = run_train(
-        ["model=gan", "trainer.max_steps=4", "model.lr_schedule.name=linear_decay", "data.batch_size=16"],
+        ["model=gan", "trainer.max_steps=4", "model.lr_schedule.decay_start=0.5", "data.batch_size=16"],
         tmp_path,
     )
     lrs = [opt.param_groups[0]["lr"] for opt in objects["trainer"].optimizers]

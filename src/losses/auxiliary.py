@@ -287,7 +287,9 @@ class MutualInfoTerm(AuxTerm):
     def moved_logits(self, phase: Phase, x: Tensor, option: str) -> list[Tensor]:
         """Q's categorical logits for randomly shifted / rotated / scaled copies of the images x."""
         if x.dim() != 4:
-            raise ValueError(f"model.terms.info.{option} needs image data: it shifts, rotates and scales the images")
+            raise ValueError(
+                f"model.terms.info.{option} needs image data: it shifts, rotates and scales the images"
+            )
         return self.split(phase.discriminate(random_affine(x, **self.augment), None).aux[self.head])[0]
 
     def stats(self, phase: Phase) -> dict[str, Tensor]:

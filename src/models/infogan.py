@@ -26,12 +26,15 @@ class InfoGAN(GANModule):
         super().__init__(*args, **kwargs)
         self.cat_dims, self.cont_dim = [int(k) for k in cat_dims], int(cont_dim)
         codes = (self.cat_dims, self.cont_dim)
-        if not isinstance(self.generator, CodeGenerator) or (self.generator.cat_dims, self.generator.cont_dim) != codes:
+        if (
+            not isinstance(self.generator, CodeGenerator)
+            or (self.generator.cat_dims, self.generator.cont_dim) != codes
+        ):
             raise ValueError(
                 "model=infogan needs model.generator._target_=src.models.networks.conditional.CodeGenerator "
                 "with cat_dims/cont_dim equal to model.cat_dims/model.cont_dim"
             )
-        term = self.aux_terms["info"] if "info" in self.aux_terms else None
+        term = dict(self.aux_terms).get("info")
         if not isinstance(term, MutualInfoTerm) or (term.cat_dims, term.cont_dim) != codes:
             raise ValueError(
                 "model=infogan needs its mutual-information term, model.terms.info "

@@ -63,7 +63,9 @@ class GANModule(L.LightningModule):
         if n_critic < 1 or pack < 1:
             raise ValueError(f"model.n_critic and model.pack must be >= 1, got {n_critic} and {pack}")
         if getattr(discriminator, "pack", 1) != pack:
-            raise ValueError(f"model.pack={pack} but the discriminator was built for pack={discriminator.pack}")
+            raise ValueError(
+                f"model.pack={pack} but the discriminator was built for pack={discriminator.pack}"
+            )
         self.automatic_optimization = False
         self.generator, self.discriminator, self.loss = generator, discriminator, loss
         self.loss.check(self.critic)
@@ -111,7 +113,11 @@ class GANModule(L.LightningModule):
 
     def unpack_batch(self, batch: Any) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
         """(images, labels or None, more fields of the batch by name) of a training or held-out batch."""
-        x, y = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, list | tuple) else (batch, None)
+        x, y = (
+            (batch[0], batch[1] if len(batch) > 1 else None)
+            if isinstance(batch, list | tuple)
+            else (batch, None)
+        )
         if self.memory_format is not None:
             x = x.contiguous(memory_format=self.memory_format)
         if y is None or y.dim() == 0:
@@ -171,7 +177,12 @@ class GANModule(L.LightningModule):
         return figures
 
     def traverse_noise(
-        self, generator: torch.Generator | None = None, rows: int = 10, cols: int = 10, span: float = 2.0, dim: int = 0
+        self,
+        generator: torch.Generator | None = None,
+        rows: int = 10,
+        cols: int = 10,
+        span: float = 2.0,
+        dim: int = 0,
     ) -> np.ndarray:
         """Rows: fixed latents; columns: noise dimension `dim` from -span to span (InfoGAN's figure 2b)."""
         latent = self.sample_latent(rows, generator=generator)
@@ -214,7 +225,9 @@ class GANModule(L.LightningModule):
         phase = self.phase("d", real, labels, latent, fake, d_real, d_fake, more=more)
         terms = {"adv": self.loss.d_loss(d_real.adv, d_fake.adv)}
         critic = lambda x: self.discriminate(x, labels).adv  # noqa: E731
-        terms.update(self.loss.d_regularizer(critic, real, fake, grad_scale=self.grad_scale(), group=self.pack))
+        terms.update(
+            self.loss.d_regularizer(critic, real, fake, grad_scale=self.grad_scale(), group=self.pack)
+        )
         for name, term in self.aux_terms.items():
             terms.update({f"{name}_{k}": v for k, v in term.d_terms(phase).items()})
         if log:
@@ -384,4 +397,3 @@ def split_extras(out: Tensor | tuple[Tensor, dict[str, Tensor]]) -> tuple[Tensor
 def check_choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"{key} must be {' or '.join(map(repr, valid))}, got {value!r}")
-

@@ -42,7 +42,9 @@ def optimizer_factory(factory: Any, key: str = "optimizer_*") -> Callable[..., t
     try:
         factory(PROBE)
     except TypeError as e:
-        raise ValueError(f"model.{key}: {factory.func.__name__} does not accept {sorted(factory.keywords)}: {e}") from None
+        raise ValueError(
+            f"model.{key}: {factory.func.__name__} does not accept {sorted(factory.keywords)}: {e}"
+        ) from None
     return factory
 
 

@@ -77,10 +77,16 @@ class StackGAN(GANModule):
                 "(they choose the text encoder, conf/text)"
             )
         level = 2 if str(stage) == "2" else 1
-        low, high, text_dim = tuple(int(s) for s in stage1_shape), tuple(int(s) for s in shape), text_encoder.dim
+        low, high, text_dim = (
+            tuple(int(s) for s in stage1_shape),
+            tuple(int(s) for s in shape),
+            text_encoder.dim,
+        )
         options = {k: v for k, v in dict(generator).items() if k not in NOT_FOR[level]}
         d_options = dict(discriminator)
-        text_match = any(isinstance(t, TextMatchTerm) and t.active for t in (terms or {}).values() if t is not None)
+        text_match = any(
+            isinstance(t, TextMatchTerm) and t.active for t in (terms or {}).values() if t is not None
+        )
         if not text_match:  # D's embedding heads serve only the text-match term
             d_options["embed_dim"] = 0
         elif not d_options.get("embed_dim"):
@@ -92,7 +98,9 @@ class StackGAN(GANModule):
         if level == 2:
             spec, weights = stage1_inputs(stage1, stage1_source, stage1_ckpt)
             check_stage1(spec, low, text_encoder, stage1_where(stage1, spec))
-            g1 = Stage1Generator(text_dim, spec["c_dim"], spec["latent_dim"], spec["shape"], **spec["generator"])
+            g1 = Stage1Generator(
+                text_dim, spec["c_dim"], spec["latent_dim"], spec["shape"], **spec["generator"]
+            )
             if weights is not None:
                 what = f"model.stage1_ckpt={spec['ckpt']}: its generator weights do not fit"
                 load_weights(g1, weights, what, ConfigError)
@@ -157,7 +165,9 @@ class StackGAN(GANModule):
 
     def unpack_batch(self, batch: Any) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
         x, y, more = super().unpack_batch(batch)
-        if isinstance(batch, list | tuple) and len(batch) > 2:  # one contrast caption per image, for the mismatch term
+        if (
+            isinstance(batch, list | tuple) and len(batch) > 2
+        ):  # one contrast caption per image, for the mismatch term
             more = {**more, "contrast": batch[2]}
         if y is None:
             raise DataError(
@@ -183,7 +193,9 @@ class StackGAN(GANModule):
                 f"data={datamodule.name} has images of shape {list(data)}; StackGAN here needs model.shape = data.shape "
                 f"(stage II's output, {list(self.image_shape)}) at least as large as model.stage1_shape={list(low)}"
             )
-        contrast = max([t.contrast for t in self.aux_terms.values() if isinstance(t, MismatchTerm)], default=0)
+        contrast = max(
+            [t.contrast for t in self.aux_terms.values() if isinstance(t, MismatchTerm)], default=0
+        )
         if contrast:
             datamodule.setup()
             if "train" not in datamodule.contrast:
@@ -237,9 +249,13 @@ class StackGAN(GANModule):
         config = checkpoint["gan_zoo"].get("config")
         if config is None:
             return
-        config = copy.deepcopy(config)  # what was resolved at start-up, so the config alone rebuilds the model
+        config = copy.deepcopy(
+            config
+        )  # what was resolved at start-up, so the config alone rebuilds the model
         config["model"]["figure_captions"] = list(self.figure_texts)
-        if self.stage1_spec is not None:  # stage I's settings travel with stage II; its weights are in the state
+        if (
+            self.stage1_spec is not None
+        ):  # stage I's settings travel with stage II; its weights are in the state
             config["model"]["stage1"] = self.stage1_spec
             config["model"]["stage1_source"] = None
         checkpoint["gan_zoo"]["config"] = config
@@ -253,7 +269,9 @@ def stage1_inputs(
     if stage1:
         return OmegaConf.to_container(OmegaConf.create(dict(stage1)), resolve=True), None
     if source is None:
-        raise ConfigError(f"model.stage=2 needs the stage-I model it refines: set model.stage1_ckpt; {STAGE1_HINT}")
+        raise ConfigError(
+            f"model.stage=2 needs the stage-I model it refines: set model.stage1_ckpt; {STAGE1_HINT}"
+        )
     return source
 
 
