@@ -27,7 +27,7 @@ from src.utils.compose import compose_config  # noqa: E402
 SETTINGS = {
     "cgan": ["model=cgan"],
     "acgan": ["model=acgan"],
-    # c1 keeps improving past the default 2,000 steps (README table): 6,000 fit the 30-minute budget.
+    # c1 keeps improving past the default 2,000 steps (docs/trials/infogan.md): 6,000 fit the 30-minute budget.
     "infogan": ["model=infogan", "trainer.max_steps=6000"],
 }
 HEADLINE = {"cgan": "val/class_consistency", "acgan": "val/class_consistency", "infogan": "val/c1_acc"}

@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from src.build import build_datamodule, build_model, build_trainer  # noqa: E402
-from src.models.optim import build_optimizer  # noqa: E402
 from src.utils.compose import compose_config  # noqa: E402
 from src.utils.perf import apply_perf  # noqa: E402
 
@@ -114,8 +113,7 @@ def run_plain(cfg, warmup: int, steps: int) -> tuple[float, float]:
     device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
     G, D = copy.deepcopy(model.generator).to(device), copy.deepcopy(model.discriminator).to(device)
     loss = model.loss
-    opt_d = build_optimizer(D.parameters(), **model.optimizer_d)
-    opt_g = build_optimizer(G.parameters(), **model.optimizer_g)
+    opt_d, opt_g = model.optimizer_d(D.parameters()), model.optimizer_g(G.parameters())
     x_all = dm.data["train"][0].to(device)
     n, batch, latent = len(x_all), cfg.data.batch_size, model.latent_dim
     reset_peak(cfg)

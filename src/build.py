@@ -21,7 +21,7 @@ from src.callbacks.rng import TrainingRNG
 from src.callbacks.safety import AtomicCheckpointIO
 from src.callbacks.step_limit import GeneratorStepLimit
 from src.errors import ConfigError
-from src.metrics import build_metrics
+from src.metrics.registry import build_metrics
 
 
 def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
@@ -57,8 +57,8 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule | None = None
 
 def monitored_metric(model: L.LightningModule) -> tuple[str | None, str]:
     """The headline metric of the run for "best" checkpoints: the first metric that names one."""
-    for metric in getattr(model, "metrics", {}).values():
-        monitor = getattr(metric, "monitor", None)
+    for metric in model.metrics.values():
+        monitor = metric.monitor
         if monitor:
             name, mode = monitor
             return f"val/{name}", mode

@@ -20,6 +20,8 @@ from torch import Tensor
 from src.build import build_datamodule
 from src.checkpoint import build_from_checkpoint
 from src.errors import ConfigError, GanZooError
+from src.models.module import GANModule
+from src.models.stackgan import StackGAN
 from src.utils.figures import image_grid, save_png, scatter_2d
 from src.utils.run import exit_with_error
 
@@ -43,8 +45,8 @@ def slerp(a: Tensor, b: Tensor, t: Tensor | float, eps: float = 1e-4) -> Tensor:
     return wa * a + wb * b
 
 
-def is_points(model: torch.nn.Module) -> bool:
-    return tuple(getattr(model.generator, "shape", ())) == (2,)
+def is_points(model: GANModule) -> bool:
+    return model.sample_shape == (2,)
 
 
 def render(model: torch.nn.Module, x: Tensor, means: Tensor | None, title: str, nrow: int | None = None):
@@ -73,7 +75,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
             raise ConfigError(f"{key} must be an integer >= {low}, got {cfg[key]!r}")
     model, run_cfg, info = build_from_checkpoint(cfg.ckpt, pick_device(cfg.device))
     ckpt, prompt = info["path"], cfg.get("prompt")
-    if prompt is not None and not hasattr(model, "sample_prompt"):
+    if prompt is not None and not isinstance(model, StackGAN):
         raise ConfigError(
             f"prompt={prompt!r}: only text-conditioned models (StackGAN) take prompts; "
             f"{ckpt} is a {type(model).__name__}"
@@ -81,7 +83,8 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     out = Path(cfg.out_dir) if cfg.get("out_dir") else default_out_dir(ckpt)
     title = f"{type(model).__name__}, G step {info['g_step']}"
     # Mixtures know their modes without loading data; plotted under the samples.
-    means = getattr(build_datamodule(run_cfg), "means", None) if is_points(model) else None
+    modes = build_datamodule(run_cfg).modes if is_points(model) else None
+    means = modes[0] if modes is not None else None
 
     def seeded() -> torch.Generator:
         # A fresh generator per figure: each figure is the same whatever else is drawn.

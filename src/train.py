@@ -164,11 +164,11 @@ def check_optimized_metric(cfg: DictConfig, model: L.LightningModule) -> None:
     name = cfg.get("optimized_metric")
     if not name:
         return
-    val = {f"val/{n}" for m in model.metrics.values() for n in getattr(m, "names", ())}
+    val = {f"val/{n}" for m in model.metrics.values() for n in m.names}
     if cfg.trainer.get("limit_val_batches") in (0, 0.0):
         val = set()
     train = {f"train/{n}" for n in TRAIN_METRICS}
-    terms = tuple(f"train/{p}{t}_" for t in getattr(model, "aux_terms", {}) for p in ("", "d_", "g_"))
+    terms = tuple(f"train/{p}{t}_" for t in model.aux_terms for p in ("", "d_", "g_"))
     if name in val or name in train or (name.startswith(terms) and terms):
         return
     why = (

@@ -40,8 +40,7 @@ class SampleFigures(L.Callback):
     def render(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> dict[str, Path]:
         # The same seeded noise every time, so successive figures show the same latent points.
         gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        sample_shape = tuple(getattr(pl_module.generator, "shape", ()))
-        if len(sample_shape) == 1 and sample_shape[0] == 2:
+        if pl_module.sample_shape == (2,):
             images = {"scatter": self.scatter(trainer, pl_module, gen)}
         else:
             images = pl_module.figures(self.n_samples, gen)
@@ -56,10 +55,6 @@ class SampleFigures(L.Callback):
     def scatter(self, trainer: L.Trainer, pl_module: L.LightningModule, gen: torch.Generator):
         fake = pl_module.sample(self.n_points, generator=gen)
         dm = trainer.datamodule
-        real = (
-            dm.data["val"][0][: self.n_points]
-            if dm is not None and "val" in getattr(dm, "data", {})
-            else None
-        )
-        means = getattr(dm, "means", None)
+        real = dm.data["val"][0][: self.n_points] if dm is not None and "val" in dm.data else None
+        means = dm.modes[0] if dm is not None and dm.modes is not None else None
         return scatter_2d(fake, real, means, title=f"G step {pl_module.g_step}")

@@ -137,12 +137,21 @@ class GANDataModule(L.LightningDataModule):
         """{"train": (x, y), "val": (x, y)}: uint8 images (N, C, H, W) or float vectors; y = -1 if unlabelled."""
         raise NotImplementedError
 
-    def evaluation_metrics(self, evaluator: Any = None) -> dict[str, Any]:
-        """Metric factories that apply to this data set whatever the model (mode coverage for mixtures).
+    # --- facts the metrics registry reads (src/metrics/registry.py) ---------------------------------------
+    @property
+    def modes(self) -> tuple[Tensor, float] | None:
+        """A Gaussian mixture's (means, std): mode coverage applies."""
+        return None
 
-        `evaluator()` returns (domain classifier, its held-out accuracy), trained on first use.
-        """
-        return {}
+    @property
+    def stacked(self) -> tuple[int, int] | None:
+        """Stacked digits (channels, classes per channel): stacked-mode coverage applies."""
+        return None
+
+    @property
+    def classifier_data(self) -> GANDataModule:
+        """The data the domain classifier (FID features, class metrics) learns from: this data set."""
+        return self
 
     # --- Lightning -----------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:

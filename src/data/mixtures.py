@@ -31,10 +31,9 @@ class GaussianMixture(GANDataModule):
         g = torch.Generator().manual_seed(self.seed)
         return {"train": self.sample(self.n_train, g), "val": self.sample(self.n_val, g)}
 
-    def evaluation_metrics(self, evaluator=None) -> dict:
-        from src.metrics.modes import ModeCoverage
-
-        return {"modes": lambda: ModeCoverage(self.means, self.std)}
+    @property
+    def modes(self) -> tuple[Tensor, float]:
+        return self.means, self.std
 
 
 class Ring(GaussianMixture):

@@ -63,7 +63,10 @@ class StackedMNIST(GANDataModule):
         val = self.stack(*self.classifier_source.data["val"], self.n_val, g)
         return {"train": train, "val": val}
 
-    def evaluation_metrics(self, evaluator=None) -> dict:
-        from src.metrics.image import StackedModes
+    @property
+    def stacked(self) -> tuple[int, int]:
+        return 3, 10
 
-        return {"stacked_modes": lambda: StackedModes(*evaluator(), channels=3, classes=10)}
+    @property
+    def classifier_data(self) -> GANDataModule:
+        return self.classifier_source  # one digit per channel: the classifier learns the single digits

@@ -22,6 +22,7 @@ class RealFake:
         self, kind: str, extractor: nn.Module, tag: str, kid_subset: int = 1000, is_splits: int = 10
     ):
         self.kind, self.name = kind, f"{kind}_{tag}"
+        self.monitor: tuple[str, str] | None = None  # the headline (FID) that "best" checkpoints follow
         self.kid_subset = kid_subset
         if kind == "fid":
             self.metric = FrechetInceptionDistance(feature=extractor)
@@ -78,6 +79,7 @@ class ClassCoverage(Metric):
         self.register_buffer("data_hist", data_hist.double() / data_hist.sum(), persistent=False)
         self.add_state("counts", torch.zeros(len(data_hist), dtype=torch.long), dist_reduce_fx="sum")
 
+    monitor = None
     names = ("classes_covered", "class_kl")  # what compute() returns
 
     def update(self, fake: Tensor, **_) -> None:

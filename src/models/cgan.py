@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,8 @@ class CGAN(GANModule):
     Fakes are generated for the real batch's labels (`fake_labels: batch`, the data's class mix) or
     for uniformly drawn labels (`uniform`).
     """
+
+    label_conditioned = True
 
     def __init__(self, *args: Any, num_classes: int | None, fake_labels: str = "batch", **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -69,11 +70,6 @@ class CGAN(GANModule):
         z = self.sample_noise(cols, self.latent_dim, generator).repeat(self.num_classes, 1)
         y = torch.arange(self.num_classes, device=self.device).repeat_interleave(cols)
         return image_grid(self.generate_eval({"z": z, "y": y}), nrow=cols)
-
-    def evaluation_metrics(self, datamodule: Any, evaluator: Callable) -> dict[str, Callable]:
-        from src.metrics.conditional import ClassConsistency
-
-        return {"class_consistency": lambda: ClassConsistency(*evaluator())}
 
 
 class ACGAN(CGAN):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -107,13 +107,6 @@ class InfoGAN(GANModule):
         latent["c_cont"][:, j] = torch.linspace(-span, span, cols, device=self.device).repeat(k)
         return image_grid(self.generate_eval(latent), nrow=cols)
 
-    def evaluation_metrics(self, datamodule: Any, evaluator: Callable) -> dict[str, Callable]:
-        from src.metrics.conditional import CodeAccuracy
-
-        if not self.cat_dims or not datamodule.has_labels:
-            return {}
-        k, classes = self.cat_dims[0], int(datamodule.num_classes)
-        return {
-            "c1_acc": lambda: CodeAccuracy(k, classes, source="q"),
-            "c1_sample_acc": lambda: CodeAccuracy(k, classes, "samples", *evaluator()),
-        }
+    @property
+    def code_classes(self) -> int | None:
+        return self.cat_dims[0] if self.cat_dims else None

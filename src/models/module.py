@@ -136,6 +136,11 @@ class GANModule(L.LightningModule):
         return self.ema_generator if self.ema_generator is not None else self.generator
 
     @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one sample: [C, H, W] for images, [D] for vectors (the generator network's `shape`)."""
+        return tuple(getattr(self.generator, "shape", ()))
+
+    @property
     def critic(self) -> nn.Module:
         """The adversarial path of D (without auxiliary heads): what clipping and norm rules apply to."""
         return getattr(self.discriminator, "critic", self.discriminator)
@@ -172,7 +177,7 @@ class GANModule(L.LightningModule):
     def figures(self, n: int, generator: torch.Generator | None = None) -> dict[str, np.ndarray]:
         """Named uint8 images for the sample callback and `src.sample`; variants add their own."""
         figures = {"samples": image_grid(self.sample(n, generator=generator))}
-        if len(getattr(self.generator, "shape", ())) == 3:
+        if len(self.sample_shape) == 3:
             figures["traversal"] = self.traverse_noise(generator)
         return figures
 
@@ -190,9 +195,13 @@ class GANModule(L.LightningModule):
         latent["z"][:, dim] = torch.linspace(-span, span, cols, device=self.device).repeat(rows)
         return image_grid(self.generate_eval(latent), nrow=cols)
 
-    def evaluation_metrics(self, datamodule: Any, evaluator: Callable) -> dict[str, Callable]:
-        """Metric factories that apply to this model on this data; `evaluator()` gives the domain classifier."""
-        return {}
+    # --- facts the metrics registry reads (src/metrics/registry.py) ---------------------------------------
+    label_conditioned = False  # G draws samples for given class labels
+
+    @property
+    def code_classes(self) -> int | None:
+        """The size of the first categorical latent code (InfoGAN's c1), if any."""
+        return None
 
     # --- the phase loop -----------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> None:

@@ -122,7 +122,7 @@ class StackGAN(GANModule):
 
     def train(self, mode: bool = True) -> StackGAN:
         super().train(mode)
-        if getattr(self, "stage1_generator", None) is not None:
+        if self.stage1_generator is not None:
             self.stage1_generator.eval()  # frozen, BatchNorm statistics included
         return self
 

@@ -212,7 +212,7 @@ class PrecomputedEmbeddings(TextEncoder):
     @property
     def release(self) -> Any:
         if self._release is None:
-            from src.data.cub import StackGANRelease
+            from src.data.release import StackGANRelease
 
             self._release = StackGANRelease(self.root, self.text_paths)
         return self._release

@@ -22,7 +22,7 @@ def apply_perf(perf: Any, model: nn.Module) -> list[str]:
     else:
         torch.set_float32_matmul_precision("highest")
         torch.backends.cudnn.allow_tf32 = False
-    image_model = len(getattr(model.generator, "shape", ())) == 3
+    image_model = len(model.sample_shape) == 3
     if perf.get("channels_last") and image_model:
         for net in nets(model):
             net.to(memory_format=torch.channels_last)
@@ -36,11 +36,7 @@ def apply_perf(perf: Any, model: nn.Module) -> list[str]:
 
 
 def nets(model: nn.Module) -> list[nn.Module]:
-    return [
-        n
-        for n in (model.generator, model.discriminator, getattr(model, "ema_generator", None))
-        if n is not None
-    ]
+    return [n for n in (model.generator, model.discriminator, model.ema_generator) if n is not None]
 
 
 def try_compile(model: nn.Module, options: dict[str, Any]) -> bool:
