@@ -95,7 +95,7 @@ def load_checkpoint(path: str | Path) -> tuple[DictConfig, dict[str, Any], dict[
         "wandb_id": state.get("wandb_id"),
         "choices": state.get("choices"),
     }
-    return OmegaConf.create(state["config"]), ckpt["state_dict"], info
+    return OmegaConf.create(upgrade_config(state["config"])), ckpt["state_dict"], info
 
 
 def has_pickle(file: Path) -> bool:
@@ -228,3 +228,56 @@ def load_stage1(path: str | None, stage: int | str = 2) -> tuple[dict, dict[str,
     }
     prefix = "ema_generator." if any(k.startswith("ema_generator.") for k in state) else "generator."
     return spec, {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+# Checkpoints written before optimizers and schedules became Hydra partials and auxiliary terms config nodes
+# (gan-zoo 0.4): their flat keys, in today's terms.
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "sgd": "SGD"}
+TERMS = {
+    "ms": ("src.losses.auxiliary.ModeSeekingTerm", {"mode_seeking": "weight"}),
+    "ac": ("src.losses.auxiliary.ClassTerm", {"class_weight": "weight", "d_on_fake": "d_on_fake"}),
+    "ca": ("src.losses.text.KLTerm", {"kl_weight": "weight"}),
+    "match": ("src.losses.text.MismatchTerm", {"mismatch_weight": "weight", "mismatch_contrast": "contrast"}),
+    "itc": (
+        "src.losses.text.TextMatchTerm",
+        {"text_match": "weight", "text_match_temperature": "temperature"},
+    ),
+}
+
+
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored run config in today's keys (a checkpoint of an earlier version); today's configs pass unchanged."""
+    model = config.get("model")
+    if not isinstance(model, dict) or "terms" in model:
+        return config
+    for key in ("optimizer_g", "optimizer_d"):
+        options = model.get(key)
+        if isinstance(options, dict) and "name" in options:
+            name = options.pop("name")
+            options.update(
+                {
+                    "_target_": f"torch.optim.{OPTIMIZERS[name]}" if name in OPTIMIZERS else name,
+                    "_partial_": True,
+                }
+            )
+    schedule = model.get("lr_schedule")
+    if isinstance(schedule, dict) and "name" in schedule:
+        name = schedule.pop("name")
+        linear = {"_target_": "src.models.schedules.LinearDecay", "_partial_": True, **schedule}
+        model["lr_schedule"] = linear if name == "linear_decay" else None
+    terms = model["terms"] = {}
+    for term, (target, keys) in TERMS.items():
+        options = {new: model.pop(old) for old, new in keys.items() if old in model}
+        if options and (term == "ac" or options.get("weight")):  # AC-GAN always had its term
+            terms[term] = {"_target_": target, **options}
+    if "ac" in terms:
+        terms["ac"]["num_classes"] = model.get("num_classes")
+    if "mi" in model:
+        mi = model.pop("mi") or {}
+        terms["info"] = {"_target_": "src.losses.auxiliary.MutualInfoTerm", "cat_dims": model.get("cat_dims"),
+                         "cont_dim": model.get("cont_dim"), **mi}  # fmt: skip
+    elif str(model.get("_target_", "")).endswith(".InfoGAN"):  # InfoGAN from before `mi`: the paper's term
+        terms["info"] = {"_target_": "src.losses.auxiliary.MutualInfoTerm", "cat_dims": model.get("cat_dims"),
+                         "cont_dim": model.get("cont_dim")}  # fmt: skip
+    model.pop("stage2_overrides", None)
+    return config

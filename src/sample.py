@@ -21,7 +21,6 @@ from src.build import build_datamodule
 from src.checkpoint import build_from_checkpoint
 from src.errors import ConfigError, GanZooError
 from src.models.module import GANModule
-from src.models.stackgan import StackGAN
 from src.utils.figures import image_grid, save_png, scatter_2d
 from src.utils.run import exit_with_error
 
@@ -75,7 +74,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
             raise ConfigError(f"{key} must be an integer >= {low}, got {cfg[key]!r}")
     model, run_cfg, info = build_from_checkpoint(cfg.ckpt, pick_device(cfg.device))
     ckpt, prompt = info["path"], cfg.get("prompt")
-    if prompt is not None and not isinstance(model, StackGAN):
+    if prompt is not None and not model.takes_prompts:
         raise ConfigError(
             f"prompt={prompt!r}: only text-conditioned models (StackGAN) take prompts; "
             f"{ckpt} is a {type(model).__name__}"

@@ -165,7 +165,8 @@ def test_prompt_goes_to_sample_prompt(run, tmp_path, monkeypatch):
         assert text == "a red bird"
         return self.sample(n, generator=generator)
 
-    monkeypatch.setattr(GANModule, "sample_prompt", sample_prompt, raising=False)
+    monkeypatch.setattr(GANModule, "sample_prompt", sample_prompt)
+    monkeypatch.setattr(GANModule, "takes_prompts", True)
     paths = sample(sample_cfg(run("dcgan"), what="grid", n=4, prompt="'a red bird'", out_dir=tmp_path))
     assert set(paths) == {"prompt"} and pixels(paths["prompt"]).shape == (px(2), px(2), 3)
 

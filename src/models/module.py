@@ -4,7 +4,8 @@ Each training batch is one discriminator phase; every `n_critic`-th batch is fol
 phase. Variants change only the hooks: `sample_latent` (what G consumes), `run_generator`,
 `discriminate`; auxiliary objectives are terms handed to the model by config (`model.terms`).
 Around the loop, small collaborators do one job each: the non-finite guard (guard.py), the EMA of G
-(ema.py), the training diagnostics (trainlog.py) and the learning-rate schedule (schedules.py).
+(ema.py), the training diagnostics (trainlog.py), the learning-rate schedule (schedules.py); drawing
+samples and figures (sampling.py) and validation (evaluation.py) are mixins of their own.
 
 Steps are counted by the module itself (`d_step`, `g_step`) and saved in checkpoints: with two
 optimizers Lightning's `global_step` counts both, so every schedule here (n_critic, logging
@@ -19,7 +20,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -27,17 +27,18 @@ from src.errors import ConfigError
 from src.losses import AdversarialLoss
 from src.losses.auxiliary import AuxTerm, DOut, Phase
 from src.models.ema import EMA
+from src.models.evaluation import Evaluation
 from src.models.guard import NonFiniteGuard
 from src.models.networks.conditional import add_heads
 from src.models.optim import needs_length, optimizer_factory, schedule_factory
-from src.models.trainlog import TrainLog
-from src.utils.figures import image_grid
+from src.models.sampling import Sampling, split_extras
+from src.models.trainlog import TrainLog, grad_norm
 from src.utils.run import last_checkpoint
 
 Factory = Callable[..., Any]
 
 
-class GANModule(L.LightningModule):
+class GANModule(Sampling, Evaluation, L.LightningModule):
     def __init__(
         self,
         generator: nn.Module,
@@ -131,16 +132,6 @@ class GANModule(L.LightningModule):
         return self.run_generator(self.generator, latent)
 
     @property
-    def sampler(self) -> nn.Module:
-        """The generator used for samples and evaluation: the EMA copy when enabled."""
-        return self.ema_generator if self.ema_generator is not None else self.generator
-
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        """The shape of one sample: [C, H, W] for images, [D] for vectors (the generator network's `shape`)."""
-        return tuple(getattr(self.generator, "shape", ()))
-
-    @property
     def critic(self) -> nn.Module:
         """The adversarial path of D (without auxiliary heads): what clipping and norm rules apply to."""
         return getattr(self.discriminator, "critic", self.discriminator)
@@ -148,60 +139,6 @@ class GANModule(L.LightningModule):
     @property
     def last_logged(self) -> dict[str, float]:
         return self.trainlog.last
-
-    def sample_noise(self, n: int, dim: int, generator: torch.Generator | None = None) -> Tensor:
-        device = self.device if generator is None else generator.device
-        if self.z_dist == "uniform":
-            z = torch.rand(n, dim, device=device, generator=generator) * 2 - 1
-        else:
-            z = torch.randn(n, dim, device=device, generator=generator)
-        return z.to(self.device)
-
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, **latent: Tensor) -> Tensor:
-        """n samples in eval mode (BatchNorm uses running statistics); latent entries may be fixed."""
-        full = self.sample_latent(n, latent.get("y"), generator=generator)
-        full.update({k: v.to(self.device) for k, v in latent.items()})
-        return self.generate_eval(full)
-
-    @torch.no_grad()
-    def generate_eval(self, latent: dict[str, Tensor]) -> Tensor:
-        net = self.sampler
-        was_training = net.training
-        net.eval()
-        try:
-            return split_extras(self.run_generator(net, latent))[0]
-        finally:
-            net.train(was_training)
-
-    def figures(self, n: int, generator: torch.Generator | None = None) -> dict[str, np.ndarray]:
-        """Named uint8 images for the sample callback and `src.sample`; variants add their own."""
-        figures = {"samples": image_grid(self.sample(n, generator=generator))}
-        if len(self.sample_shape) == 3:
-            figures["traversal"] = self.traverse_noise(generator)
-        return figures
-
-    def traverse_noise(
-        self,
-        generator: torch.Generator | None = None,
-        rows: int = 10,
-        cols: int = 10,
-        span: float = 2.0,
-        dim: int = 0,
-    ) -> np.ndarray:
-        """Rows: fixed latents; columns: noise dimension `dim` from -span to span (InfoGAN's figure 2b)."""
-        latent = self.sample_latent(rows, generator=generator)
-        latent = {k: v.repeat_interleave(cols, 0) for k, v in latent.items()}
-        latent["z"][:, dim] = torch.linspace(-span, span, cols, device=self.device).repeat(rows)
-        return image_grid(self.generate_eval(latent), nrow=cols)
-
-    # --- facts the metrics registry reads (src/metrics/registry.py) ---------------------------------------
-    label_conditioned = False  # G draws samples for given class labels
-
-    @property
-    def code_classes(self) -> int | None:
-        """The size of the first categorical latent code (InfoGAN's c1), if any."""
-        return None
 
     # --- the phase loop -----------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> None:
@@ -261,24 +198,11 @@ class GANModule(L.LightningModule):
             terms.update({f"{name}_{k}": v for k, v in term.g_terms(phase).items()})
         self.optimize(opt, "g", terms, self.generator, log)
 
-    def phase(
-        self,
-        name: str,
-        real: Tensor,
-        labels: Tensor | None,
-        latent: dict[str, Tensor],
-        fake: Tensor,
-        d_real: DOut | None,
-        d_fake: DOut,
-        extras: dict[str, Tensor] | None = None,
-        more: dict[str, Tensor] | None = None,
-    ) -> Phase:
+    def phase(self, name, real, labels, latent, fake, d_real, d_fake, extras=None, more=None) -> Phase:
         """What the auxiliary terms see: this phase's tensors and the model's callables, not the model."""
         images = lambda latent: split_extras(self.generate(latent))[0]  # noqa: E731
-        return Phase(
-            name, real, labels, latent, fake, d_real, d_fake, self.loss,
-            self.discriminate, images, self.resample_noise, extras or {}, more or {},
-        )  # fmt: skip
+        tensors = (name, real, labels, latent, fake, d_real, d_fake, self.loss)
+        return Phase(*tensors, self.discriminate, images, self.resample_noise, extras or {}, more or {})
 
     def discriminate_pair(
         self, real: Tensor, labels: Tensor | None, fake: Tensor, fake_labels: Tensor | None
@@ -298,7 +222,7 @@ class GANModule(L.LightningModule):
         opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
         if log:
-            self.trainlog.add({f"{phase}_grad_norm": self.grad_norm(net)})
+            self.trainlog.add({f"{phase}_grad_norm": grad_norm(net, self.device) / self.grad_scale()})
             self.trainlog.add({f"{phase}_{k}": v for k, v in terms.items()})
             self.trainlog.add({f"{phase}_loss": total})
         if not self.guard.passes(total, net, self.grad_scale()):
@@ -313,12 +237,6 @@ class GANModule(L.LightningModule):
         scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer else None
         return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
 
-    def grad_norm(self, net: nn.Module) -> Tensor:
-        grads = [p.grad for p in net.parameters() if p.grad is not None]
-        if not grads:
-            return torch.zeros((), device=self.device)
-        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) / self.grad_scale()
-
     def emit(self, values: Mapping[str, Tensor | float] | None = None) -> None:
         """Send the pending diagnostics (and `values`) to every logger at x = G step, with one device sync."""
         self.trainlog.add(values or {}, prefix="")
@@ -331,37 +249,6 @@ class GANModule(L.LightningModule):
         bar = {k.split("/")[-1]: scalars[k] for k in ("train/d_loss", "train/g_loss") if k in scalars}
         if bar:
             self.log_dict(bar, prog_bar=True, logger=False, on_step=True, on_epoch=False)
-
-    # --- evaluation -----------------------------------------------------------------------------------
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        if not self.metrics:
-            return
-        real, labels, _ = self.unpack_batch(batch)
-        inputs = self.eval_batch(real, labels)
-        for metric in self.metrics.values():
-            metric.update(**inputs)
-
-    @torch.no_grad()
-    def eval_batch(self, real: Tensor, labels: Tensor | None) -> dict[str, Any]:
-        """What evaluation metrics see for one held-out batch: real images, as many fakes (with the
-        real labels, for conditional models) and the latent they came from. Metrics take what they need."""
-        latent = self.sample_latent(real.shape[0], labels)
-        return {"real": real, "fake": self.generate_eval(latent), "labels": labels, "latent": latent}
-
-    def on_validation_epoch_start(self) -> None:
-        for metric in self.metrics.values():
-            metric.to(self.device)
-
-    def on_validation_epoch_end(self) -> None:
-        if not self.metrics:
-            return
-        results = {}
-        for metric in self.metrics.values():
-            results.update({f"val/{k}": v for k, v in metric.compute().items()})
-            metric.reset()
-        self.log_dict(results, logger=False)  # callback metrics: checkpoint monitors see them
-        if not self.trainer.sanity_checking:
-            self.emit(results)
 
     # --- optimizers and checkpoints -----------------------------------------------------------------
     def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:
@@ -396,11 +283,6 @@ class GANModule(L.LightningModule):
         state = checkpoint.get("gan_zoo", {})
         self.d_step, self.g_step = state.get("d_step", 0), state.get("g_step", 0)
         self.guard.load_state_dict(state.get("skipped", {}))
-
-
-def split_extras(out: Tensor | tuple[Tensor, dict[str, Tensor]]) -> tuple[Tensor, dict[str, Tensor]]:
-    """G's output: images, or (images, extras such as CA's mu and log-variance)."""
-    return out if isinstance(out, tuple) else (out, {})
 
 
 def check_choice(key: str, value: Any, valid: tuple[str, ...]) -> None:

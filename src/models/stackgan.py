@@ -83,27 +83,10 @@ class StackGAN(GANModule):
             text_encoder.dim,
         )
         options = {k: v for k, v in dict(generator).items() if k not in NOT_FOR[level]}
-        d_options = dict(discriminator)
-        text_match = any(
-            isinstance(t, TextMatchTerm) and t.active for t in (terms or {}).values() if t is not None
-        )
-        if not text_match:  # D's embedding heads serve only the text-match term
-            d_options["embed_dim"] = 0
-        elif not d_options.get("embed_dim"):
-            raise ConfigError(
-                "model.terms.itc needs D's embedding heads: set model.discriminator.embed_dim > 0 "
-                "(e.g. 128), or model.terms.itc.weight=0"
-            )
+        d_options = discriminator_options(discriminator, terms or {})
         spec = g1 = None
         if level == 2:
-            spec, weights = stage1_inputs(stage1, stage1_source, stage1_ckpt)
-            check_stage1(spec, low, text_encoder, stage1_where(stage1, spec))
-            g1 = Stage1Generator(
-                text_dim, spec["c_dim"], spec["latent_dim"], spec["shape"], **spec["generator"]
-            )
-            if weights is not None:
-                what = f"model.stage1_ckpt={spec['ckpt']}: its generator weights do not fit"
-                load_weights(g1, weights, what, ConfigError)
+            spec, g1 = frozen_stage1(stage1, stage1_source, stage1_ckpt, low, text_encoder)
             latent_dim = spec["latent_dim"]  # z feeds stage I
             net_g = Stage2Generator(text_dim, c_dim, high, low, **options)
             net_d = TextDiscriminator(text_dim, high, **d_options)
@@ -220,6 +203,8 @@ class StackGAN(GANModule):
             self.figure_embeddings = self.text_encoder.encode(self.figure_texts).to(self.figure_embeddings)
         return self.figure_texts, self.figure_embeddings
 
+    takes_prompts = True
+
     @torch.no_grad()
     def sample_prompt(self, text: str, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n samples for one caption, encoded with the model's text encoder (the final stage's images)."""
@@ -261,7 +246,38 @@ class StackGAN(GANModule):
         checkpoint["gan_zoo"]["config"] = config
 
 
+def discriminator_options(discriminator: Mapping[str, Any], terms: Mapping[str, AuxTerm | None]) -> dict:
+    """D's options; its embedding heads (`embed_dim`) serve only the text-match term."""
+    options = dict(discriminator)
+    if not any(isinstance(t, TextMatchTerm) and t.active for t in terms.values() if t is not None):
+        options["embed_dim"] = 0
+    elif not options.get("embed_dim"):
+        raise ConfigError(
+            "model.terms.itc needs D's embedding heads: set model.discriminator.embed_dim > 0 "
+            "(e.g. 128), or model.terms.itc.weight=0"
+        )
+    return options
+
+
 # --- stage I, as stage II receives it ---------------------------------------------------------------------
+def frozen_stage1(
+    stage1: Mapping[str, Any] | None,
+    source: tuple[dict, dict[str, Tensor]] | None,
+    path: str | None,
+    low: tuple[int, ...],
+    encoder: TextEncoder,
+) -> tuple[dict, Stage1Generator]:
+    """(stage-I settings, its generator) for stage II, checked against this stage II's size and encoder."""
+    spec, weights = stage1_inputs(stage1, source, path)
+    check_stage1(spec, low, encoder, stage1_where(stage1, spec))
+    g1 = Stage1Generator(encoder.dim, spec["c_dim"], spec["latent_dim"], spec["shape"], **spec["generator"])
+    if weights is not None:
+        load_weights(
+            g1, weights, f"model.stage1_ckpt={spec['ckpt']}: its generator weights do not fit", ConfigError
+        )
+    return spec, g1
+
+
 def stage1_inputs(
     stage1: Mapping[str, Any] | None, source: tuple[dict, dict[str, Tensor]] | None, path: str | None
 ) -> tuple[dict, dict[str, Tensor] | None]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 class TrainLog:
@@ -28,6 +28,14 @@ class TrainLog:
         for logger in loggers:
             logger.log_metrics(scalars, step=step)
         return scalars
+
+
+def grad_norm(net: nn.Module, device: torch.device) -> Tensor:
+    """The L2 norm of all of `net`'s gradients (0 when none), without a device sync."""
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=device)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 def to_floats(values: Mapping[str, Tensor | float], device: torch.device) -> dict[str, float]:
