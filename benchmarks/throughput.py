@@ -4,11 +4,15 @@
     python benchmarks/throughput.py --models dcgan --steps 200 --repeats 7
     python benchmarks/throughput.py --device cuda        # plus every GPU fast path
 
-Both paths train the same networks (same initial weights), optimizers, loss (non-saturating), batch
+Three paths train the same networks (same initial weights), optimizers, loss (non-saturating), batch
 and in-memory data: one D step and one G step per batch, the network not being trained frozen in
-each phase. Runs are interleaved in one process; each figure is the median over repeats of images
-per second between step `warmup` and the last step. Also printed: model FLOPs per step, achieved
-FLOP/s against this machine's measured fp32 matmul peak, and peak memory.
+each phase. `plain`: a hand-written PyTorch loop; `bare Lightning`: the smallest LightningModule that
+does the same step with manual optimization (the framework's own floor: its loop, hooks, toggling,
+manual_backward and optimizer wrappers); `gan-zoo`: the project's module and Trainer as `src.train`
+builds them. Runs are interleaved in one process, the order rotating every repeat; img/s figures are
+medians over repeats (images per second between step `warmup` and the last step), ratios are medians
+of the per-repeat ratios (a slow spell of the machine hits both sides of a pair). Also printed: model
+FLOPs per step, achieved FLOP/s against this machine's measured fp32 matmul peak, and peak memory.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import resource
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -100,6 +105,57 @@ def run_lightning(cfg, warmup: int) -> tuple[float, float]:
     trainer = build_trainer(cfg, [timer], [])
     reset_peak(cfg)
     trainer.fit(model, datamodule=dm)
+    images = cfg.data.batch_size * (cfg.trainer.max_steps - warmup)
+    return images / (timer.end - timer.start), peak_memory(cfg)
+
+
+class Bare(L.LightningModule):
+    """The plain loop's step as the smallest manual-optimization LightningModule: Lightning's own floor."""
+
+    def __init__(self, generator, discriminator, loss, optimizer_g, optimizer_d, latent_dim):
+        super().__init__()
+        self.automatic_optimization = False
+        self.generator, self.discriminator, self.loss = generator, discriminator, loss
+        self.optimizer_g, self.optimizer_d, self.latent_dim = optimizer_g, optimizer_d, latent_dim
+        self.d_step = self.g_step = 0  # what Timer reads
+
+    def configure_optimizers(self):
+        return [
+            self.optimizer_d(self.discriminator.parameters()),
+            self.optimizer_g(self.generator.parameters()),
+        ]
+
+    def training_step(self, batch, batch_idx):
+        real, n = batch[0], batch[0].shape[0]
+        opt_d, opt_g = self.optimizers()
+        with self.toggled_optimizer(opt_d):
+            with torch.no_grad():
+                fake = self.generator(torch.randn(n, self.latent_dim, device=self.device))
+            d_loss = self.loss.d_loss(self.discriminator(real), self.discriminator(fake))
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            opt_d.step()
+        self.d_step += 1
+        with self.toggled_optimizer(opt_g):
+            fake = self.generator(torch.randn(n, self.latent_dim, device=self.device))
+            g_loss = self.loss.g_loss(self.discriminator(fake))
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_loss)
+            opt_g.step()
+        self.g_step += 1
+
+
+def run_bare(cfg, warmup: int) -> tuple[float, float]:
+    L.seed_everything(0, verbose=False)
+    dm = build_datamodule(cfg)
+    model = build_model(cfg, dm)
+    nets = copy.deepcopy(model.generator), copy.deepcopy(model.discriminator)
+    bare = Bare(*nets, model.loss, model.optimizer_g, model.optimizer_d, model.latent_dim)
+    apply_perf(cfg.get("perf"), model)  # the global settings (tf32) as for the other paths
+    timer = Timer(warmup, cfg.trainer.max_steps)
+    trainer = build_trainer(cfg, [timer], [])
+    reset_peak(cfg)
+    trainer.fit(bare, datamodule=dm)
     images = cfg.data.batch_size * (cfg.trainer.max_steps - warmup)
     return images / (timer.end - timer.start), peak_memory(cfg)
 
@@ -204,28 +260,38 @@ def main() -> None:
     )
     print(f"measured fp32 matmul peak (2048^3): {peak / 1e9:.1f} GFLOP/s\n")
     print(
-        "| model | batch | plain loop img/s | gan-zoo img/s | ratio | GFLOP/step | achieved GFLOP/s | % of peak | peak mem MiB (plain / gan-zoo) |"
+        "| model | batch | plain loop img/s | bare Lightning img/s | gan-zoo img/s | gan-zoo / plain | "
+        "bare Lightning / plain | gan-zoo / bare Lightning | GFLOP/step | achieved GFLOP/s | % of peak | "
+        "peak mem MiB (plain / gan-zoo) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         cfg = make_cfg(name, args.batch, args.steps, args.device, [], out / name)
-        plain, ours, mem_p, mem_o = [], [], 0.0, 0.0
-        for _ in range(args.repeats):
-            ips, m = run_lightning(cfg, args.warmup)
-            ours.append(ips)
-            mem_o = max(mem_o, m)
-            ips, m = run_plain(cfg, args.warmup, args.steps)
-            plain.append(ips)
-            mem_p = max(mem_p, m)
-        p, o = statistics.median(plain), statistics.median(ours)
+        runs = {
+            "plain": partial(run_plain, cfg, args.warmup, args.steps),
+            "bare": partial(run_bare, cfg, args.warmup),
+            "ours": partial(run_lightning, cfg, args.warmup),
+        }
+        ips, mem = {k: [] for k in runs}, dict.fromkeys(runs, 0.0)
+        for r in range(args.repeats):
+            order = list(runs)[r % 3 :] + list(runs)[: r % 3]  # rotate: no path always runs first
+            for key in order:
+                value, m = runs[key]()
+                ips[key].append(value)
+                mem[key] = max(mem[key], m)
+        med = {k: statistics.median(v) for k, v in ips.items()}
+        ratio = {
+            (a, b): statistics.median(x / y for x, y in zip(ips[a], ips[b]))
+            for a, b in (("ours", "plain"), ("bare", "plain"), ("ours", "bare"))
+        }
         flops = flops_per_step(cfg)
-        achieved = flops * o / args.batch
-        print(f"| {name} | {args.batch} | {p:.0f} | {o:.0f} | {o / p:.3f} | {flops / 1e9:.2f} | {achieved / 1e9:.1f} | "
-              f"{100 * achieved / peak:.0f}% | {mem_p:.0f} / {mem_o:.0f} |")  # fmt: skip
-        print(
-            f"  runs (img/s) plain {[round(v) for v in plain]} gan-zoo {[round(v) for v in ours]}",
-            file=sys.stderr,
-        )
+        achieved = flops * med["ours"] / args.batch
+        print(f"| {name} | {args.batch} | {med['plain']:.0f} | {med['bare']:.0f} | {med['ours']:.0f} | "
+              f"{ratio['ours', 'plain']:.3f} | {ratio['bare', 'plain']:.3f} | {ratio['ours', 'bare']:.3f} | "
+              f"{flops / 1e9:.2f} | {achieved / 1e9:.1f} | {100 * achieved / peak:.0f}% | "
+              f"{mem['plain']:.0f} / {mem['ours']:.0f} |")  # fmt: skip
+        shown = {k: [round(v) for v in values] for k, values in ips.items()}
+        print(f"  runs (img/s) {shown}", file=sys.stderr)
     if args.device != "cuda":
         print(
             "\nNo GPU here: the GPU fast paths (bf16-mixed, channels_last, torch.compile, cudnn.benchmark, TF32)"

@@ -28,13 +28,14 @@ class NonFiniteGuard:
         """Whether the summed loss and the gradients of `net` are fit to step on (one device sync)."""
         if self.mode == "off":
             return True
-        ok = torch.isfinite(total.detach())
+        values = [total.detach().float().abs().reshape(1)]
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        if grads and grad_scale == 1.0:  # under fp16 loss scaling, inf gradients are the scaler's to skip
+            values.append(torch.stack(torch._foreach_norm(grads)).float())
+        values = torch.cat(values)  # one check, one sync: the loss and every gradient's norm
+        ok = values.isfinite().all()
         if self.max_loss:
-            ok = ok & (total.detach().abs() <= self.max_loss)
-        if grad_scale == 1.0:  # under fp16 loss scaling, inf gradients are the scaler's to skip
-            grads = [p.grad for p in net.parameters() if p.grad is not None]
-            if grads:
-                ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+            ok = ok & (values[0] <= self.max_loss)
         return bool(ok)
 
     def reject(self, phase: str, terms: dict[str, Tensor], where: str, checkpoint: str) -> None:

@@ -15,7 +15,9 @@ every `trainer.log_every_n_steps` G steps, `trainer.max_steps` as G steps) uses 
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -218,7 +220,7 @@ class GANModule(Sampling, Evaluation, L.LightningModule):
 
     def optimize(self, opt: Any, phase: str, terms: dict[str, Tensor], net: nn.Module, log: bool) -> bool:
         """Backward the sum of the terms and step, unless the guard rejects the step."""
-        total = sum(terms.values())
+        total = functools.reduce(operator.add, terms.values())
         opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
         if log:
