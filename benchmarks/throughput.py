@@ -101,10 +101,15 @@ def run_lightning(cfg, warmup: int) -> tuple[float, float]:
     dm = build_datamodule(cfg)
     model = build_model(cfg, dm)
     apply_perf(cfg.get("perf"), model)
+    return timed_fit(cfg, model, dm, warmup)
+
+
+def timed_fit(cfg, module: L.LightningModule, dm, warmup: int) -> tuple[float, float]:
+    """(images per second after `warmup` steps, peak memory) of one Trainer run of `module`."""
     timer = Timer(warmup, cfg.trainer.max_steps)
     trainer = build_trainer(cfg, [timer], [])
     reset_peak(cfg)
-    trainer.fit(model, datamodule=dm)
+    trainer.fit(module, datamodule=dm)
     images = cfg.data.batch_size * (cfg.trainer.max_steps - warmup)
     return images / (timer.end - timer.start), peak_memory(cfg)
 
@@ -152,12 +157,7 @@ def run_bare(cfg, warmup: int) -> tuple[float, float]:
     nets = copy.deepcopy(model.generator), copy.deepcopy(model.discriminator)
     bare = Bare(*nets, model.loss, model.optimizer_g, model.optimizer_d, model.latent_dim)
     apply_perf(cfg.get("perf"), model)  # the global settings (tf32) as for the other paths
-    timer = Timer(warmup, cfg.trainer.max_steps)
-    trainer = build_trainer(cfg, [timer], [])
-    reset_peak(cfg)
-    trainer.fit(bare, datamodule=dm)
-    images = cfg.data.batch_size * (cfg.trainer.max_steps - warmup)
-    return images / (timer.end - timer.start), peak_memory(cfg)
+    return timed_fit(cfg, bare, dm, warmup)
 
 
 def run_plain(cfg, warmup: int, steps: int) -> tuple[float, float]:
