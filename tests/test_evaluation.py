@@ -262,14 +262,14 @@ def test_ema_update_is_the_exponential_average():
     from src.models.ema import EMA
 
     net, average = nn.Linear(2, 2), nn.Linear(2, 2)
-    ema = EMA(0.5, start=1)
+    ema = EMA(0.9, start=1)
     ema.update(average, net, step=1)  # until `start`: a copy
     assert torch.equal(average.weight, net.weight)
     before = average.weight.clone()
     with torch.no_grad():
         net.weight.add_(1.0)
     ema.update(average, net, step=2)
-    assert torch.allclose(average.weight, 0.5 * before + 0.5 * net.weight)
+    assert torch.allclose(average.weight, 0.9 * before + 0.1 * net.weight)
     with pytest.raises(ValueError, match=r"ema_decay must be in \(0, 1\)"):
         EMA(1.0)
 
