@@ -257,7 +257,9 @@ def test_readme_adds_a_loss_and_a_model_as_shown(tmp_path):
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
-        state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["gan_zoo"]
+        state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)[
+            "gan_zoo"
+        ]
         config = state["config"]
         if "loss=softplus2" in args:
             assert config["loss"]["_target_"] == "mypackage.losses.Softplus2"
