@@ -170,7 +170,10 @@ class GANModule(Sampling, Evaluation, L.LightningModule):
         with torch.no_grad():
             fake, _ = split_extras(self.generate(latent))
         d_real, d_fake = self.discriminate_pair(real, labels, fake, latent.get("y"))
-        phase = self.phase("d", real, labels, latent, fake, d_real, d_fake, more=more)
+        # What the terms see; not built when there are none (the hot path of GAN and DCGAN).
+        phase = (
+            self.phase("d", real, labels, latent, fake, d_real, d_fake, more=more) if self.aux_terms else None
+        )
         terms = {"adv": self.loss.d_loss(d_real.adv, d_fake.adv)}
         critic = lambda x: self.discriminate(x, labels).adv  # noqa: E731
         terms.update(
@@ -194,7 +197,11 @@ class GANModule(Sampling, Evaluation, L.LightningModule):
             d_fake = self.discriminate_pair(real, labels, fake, latent.get("y"))[1]
         else:
             d_fake = self.discriminate(fake, latent.get("y"))
-        phase = self.phase("g", real, labels, latent, fake, None, d_fake, extras, more)
+        phase = (
+            self.phase("g", real, labels, latent, fake, None, d_fake, extras, more)
+            if self.aux_terms
+            else None
+        )
         terms = {"adv": self.loss.g_loss(d_fake.adv)}
         for name, term in self.aux_terms.items():
             terms.update({f"{name}_{k}": v for k, v in term.g_terms(phase).items()})
