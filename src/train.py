@@ -33,10 +33,10 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
-    """This run, then the runs its plan adds (`stages` for this model.stage: StackGAN's stage II); the
-    first run's metrics and objects."""
+    """This run, then the runs its plan adds after it (`stages` for this model.stage: StackGAN's stage II);
+    the first run's metrics and objects."""
     result = train_one(cfg)
-    for stage in (cfg.get("stages") or {}).get(str(cfg.model.get("stage")), [])[1:]:
+    for stage in (cfg.get("stages") or {}).get(str(cfg.model.get("stage")), []):
         cfg = next_stage(result[1]["trainer"], cfg, stage)
         if cfg is None:
             break
@@ -99,7 +99,7 @@ def next_stage(trainer: L.Trainer, cfg: DictConfig, stage: DictConfig) -> DictCo
         )
         return None
     paths = cfg.paths
-    out = Path(paths.output_dir) / (stage.folder or "")
+    out = Path(paths.output_dir) / stage.folder
     given = [str(o).replace("{previous}", quote(ckpt)) for o in flatten(stage.overrides)]
     replaced = tuple(o.lstrip("+~").split("=", 1)[0] + "=" for o in given)
     replaced += ("ckpt_path=", "paths.output_dir=", "paths.log_dir=", "paths.cache_dir=")

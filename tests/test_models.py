@@ -127,7 +127,10 @@ def test_loss_configs_carry_paper_defaults_and_overrides_win(tmp_path):
             ["model.optimizer_g._target_=torch.optim.Adamax2"],
             r"Error loading 'torch.optim.Adamax2'.* importable",
         ),
-        (["loss=wgan", "model.optimizer_d.betas=[0.5,0.9]"], r"RMSprop does not accept \['betas', 'lr'\]"),
+        (
+            ["loss=wgan", "model.optimizer_d.betas=[0.5,0.9]"],
+            r"model.optimizer_d: RMSprop does not accept \['betas', 'lr'\]",
+        ),
         (["model.n_critic=0"], r"model.n_critic=0 must be an integer >= 1"),
         (
             ["trainer.max_steps=-1", "trainer.max_epochs=-1"],

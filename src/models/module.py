@@ -73,7 +73,8 @@ class GANModule(Sampling, Evaluation, L.LightningModule):
         self.generator, self.discriminator, self.loss = generator, discriminator, loss
         self.loss.check(self.critic)
         self.aux_terms = nn.ModuleDict({k: t for k, t in (terms or {}).items() if t is not None and t.active})
-        self.optimizer_g, self.optimizer_d = optimizer_factory(optimizer_g), optimizer_factory(optimizer_d)
+        self.optimizer_g = optimizer_factory(optimizer_g, "optimizer_g")
+        self.optimizer_d = optimizer_factory(optimizer_d, "optimizer_d")
         self.lr_schedule = schedule_factory(lr_schedule)
         self.latent_dim, self.n_critic, self.z_dist, self.pack, self.d_batch = (
             latent_dim, n_critic, z_dist, pack, d_batch,

@@ -36,7 +36,7 @@ def cleaned(factory: Any, key: str) -> partial:
     return partial(factory.func, *factory.args, **options)
 
 
-def optimizer_factory(factory: Any, key: str = "optimizer_*") -> Callable[..., torch.optim.Optimizer]:
+def optimizer_factory(factory: Any, key: str) -> Callable[..., torch.optim.Optimizer]:
     """The optimizer config as a callable on parameters, tried now on a dummy parameter."""
     factory = cleaned(factory, key)
     try:
