@@ -1,7 +1,8 @@
 """Score a checkpoint: `python -m src.eval ckpt=outputs/train/runs/<run>`.
 
 Rebuilds the model and data from the configuration stored in the checkpoint, runs the validation
-loop with every metric that applies, prints a table and writes JSON.
+loop with every metric that applies, prints a table and writes JSON (and the class-balance chart).
+`python -m src.eval reference=mnist5k` scores training images instead of samples: the real-vs-real row.
 """
 
 from __future__ import annotations
@@ -14,17 +15,29 @@ import hydra
 import lightning as L
 import rich
 import rich.table
+from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.build import build_datamodule, build_model
 from src.checkpoint import load_checkpoint
-from src.errors import GanZooError
+from src.errors import ConfigError, GanZooError
+from src.metrics.reference import TrainingImages, reference_scores
+from src.metrics.registry import build_metrics
+from src.utils.compose import CONF, compose_config
+from src.utils.figures import save_png
 from src.utils.run import exit_with_error
+from src.utils.tables import metric_rows
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
+    if cfg.get("reference"):
+        return reference(cfg)
     if OmegaConf.is_missing(cfg, "ckpt"):
-        raise GanZooError("ckpt is required: python -m src.eval ckpt=<checkpoint file or run folder>")
+        raise GanZooError(
+            "ckpt is required: python -m src.eval ckpt=<checkpoint file or run folder> "
+            "(or reference=<data> for the real-vs-real reference)"
+        )
     run_cfg, state, info = load_checkpoint(cfg.ckpt)
     with open_dict(run_cfg):
         run_cfg.eval = cfg.eval
@@ -59,12 +72,59 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "metrics": results,
     }
     output = Path(cfg.output) if cfg.get("output") else default_output(Path(info["path"]))
+    write_report(report, output, model)
+    return results
+
+
+def reference(cfg: DictConfig) -> dict[str, float]:
+    """Every metric on held-out images against training images of the same labels: a perfect generator's
+    scores under this protocol (`python -m src.eval reference=mnist5k`)."""
+    name = str(cfg.reference)
+    data_cfg = compose_data(name, int(cfg.seed), cfg.paths)
+    datamodule = build_datamodule(data_cfg)
+    stand_in = TrainingImages(datamodule, seed=int(cfg.seed))
+    metrics = build_metrics(cfg.eval, stand_in, datamodule)
+    if not metrics:
+        raise GanZooError(f"no evaluation metric applies to data={name} (eval.metrics={cfg.eval.metrics})")
+    results = reference_scores(metrics, datamodule, stand_in)
+    report = {
+        "checkpoint": None,
+        "model": "real-vs-real reference (training images)",
+        "loss": None,
+        "data": datamodule.name,
+        "g_step": None,
+        "feature_extractor": cfg.eval.get("feature_extractor"),
+        "metrics": results,
+    }
+    output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.log_dir) / f"reference_{name}.json"
+    write_report(report, output, stand_in, metrics)
+    return results
+
+
+def compose_data(name: str, seed: int, paths: DictConfig) -> DictConfig:
+    """The training config's `data=<name>` (with this run's paths), composed as `src.train` would."""
+    choices = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
+    if name not in choices:
+        raise ConfigError(f"reference={name}: no such data config; valid choices: {', '.join(choices)}")
+    overrides = [f"data={name}", f"seed={seed}"]
+    if GlobalHydra.instance().is_initialized():  # inside `python -m src.eval`
+        cfg = compose("train", overrides=overrides)
+    else:
+        cfg = compose_config(overrides, ".")
+    with open_dict(cfg):
+        cfg.paths = paths
+    return cfg
+
+
+def write_report(report: dict, output: Path, model, metrics: dict | None = None) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=2))
     os.replace(tmp, output)
+    for metric in (metrics if metrics is not None else model.metrics).values():
+        for name, img in (metric.figures() if hasattr(metric, "figures") else {}).items():
+            save_png(img, output.with_name(f"{output.stem}_{name}.png"))
     print_table(report, output)
-    return results
 
 
 def default_output(ckpt: Path) -> Path:
@@ -73,13 +133,12 @@ def default_output(ckpt: Path) -> Path:
 
 
 def print_table(report: dict, output: Path) -> None:
-    table = rich.table.Table(
-        title=f"{report['model'].split('.')[-1]} / {report['data']} at G step {report['g_step']}"
-    )
+    where = f" at G step {report['g_step']}" if report["g_step"] is not None else ""
+    table = rich.table.Table(title=f"{report['model'].split('.')[-1]} / {report['data']}{where}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key, value in sorted(report["metrics"].items()):
-        table.add_row(key.removeprefix("val/"), f"{value:.4f}")
+    for key, text in metric_rows(report["metrics"]):
+        table.add_row(key.removeprefix("val/"), text)
     rich.print(table)
     rich.print(f"written: {output}")
 

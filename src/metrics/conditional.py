@@ -7,6 +7,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from src.metrics.classifier import to_input
 
@@ -96,3 +97,80 @@ class CodeAccuracy(Metric):
         if self.source == "q":
             return {"c1_acc": acc}
         return {"c1_sample_acc": acc, "evaluator_acc": torch.tensor(self.evaluator.test_acc)}
+
+
+def frechet(a: Tensor, b: Tensor) -> float:
+    """The Fréchet distance of two feature sets' Gaussians (FID's formula), in float64."""
+    a, b = a.double(), b.double()
+    s1, s2 = torch.cov(a.T), torch.cov(b.T)
+    cross = torch.linalg.eigvals(s1 @ s2).sqrt().real.sum()
+    return float((a.mean(0) - b.mean(0)).square().sum() + s1.trace() + s2.trace() - 2 * cross)
+
+
+def mean_pairwise(x: Tensor) -> float:
+    """Mean distance over the pairs of distinct rows (nan with fewer than 2)."""
+    n = len(x)
+    return torch.cdist(x, x).sum().item() / (n * (n - 1)) if n > 1 else float("nan")
+
+
+def by_group(x: Tensor, groups: Tensor, fn, min_size: int = 2) -> dict[int, float]:
+    return {int(g): fn(x[groups == g]) for g in groups.unique() if (groups == g).sum() >= min_size}
+
+
+class _Grouped(Metric):
+    """Keeps the features of real images with their labels and of samples with their condition."""
+
+    full_state_update = False
+    monitor = None
+
+    def __init__(self, extractor: nn.Module, **kwargs):
+        super().__init__(**kwargs)
+        self.extractor = extractor
+        for name in ("real", "real_groups", "fake", "fake_groups"):
+            self.add_state(name, [], dist_reduce_fx="cat")
+
+    def update(self, real: Tensor, fake: Tensor, labels: Tensor | None, groups: Tensor | None = None, **_):
+        if labels is None or groups is None:
+            return
+        keep = labels >= 0
+        self.real.append(self.extractor(real[keep]).flatten(1).double())
+        self.real_groups.append(labels[keep].long())
+        self.fake.append(self.extractor(fake).flatten(1).double())
+        self.fake_groups.append(groups.long())
+
+    def gathered(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return tuple(dim_zero_cat(getattr(self, k)) for k in ("real", "real_groups", "fake", "fake_groups"))
+
+
+class IntraClassFID(_Grouped):
+    """FID between the held-out images of each class and the samples drawn for that class, averaged over
+    classes (cGAN, AC-GAN). Each class has ~1/K of the samples, so its bias is larger than the FID's:
+    compare with the real-vs-real reference (`python -m src.eval reference=true`)."""
+
+    names = ("intra_fid",)
+
+    def compute(self) -> dict[str, Tensor]:
+        real, real_groups, fake, fake_groups = self.gathered()
+        fids = [
+            frechet(real[real_groups == c], fake[fake_groups == c])
+            for c in real_groups.unique()
+            if min((real_groups == c).sum(), (fake_groups == c).sum()) >= 2
+        ]
+        return {"intra_fid": torch.tensor(sum(fids) / len(fids) if fids else float("nan"))}
+
+
+class WithinDiversity(_Grouped):
+    """How varied the samples of one condition are (a label, InfoGAN's c1 value): the mean pairwise feature
+    distance of samples sharing a condition, averaged over conditions, divided by the same for held-out
+    images of one class. 1 = as varied as the data; ~0 = one image per condition."""
+
+    names = ("within_diversity",)
+
+    def compute(self) -> dict[str, Tensor]:
+        real, real_groups, fake, fake_groups = self.gathered()
+        fake_d = list(by_group(fake, fake_groups, mean_pairwise).values())
+        real_d = list(by_group(real, real_groups, mean_pairwise).values())
+        if not fake_d or not real_d:
+            return {"within_diversity": torch.tensor(float("nan"))}
+        ratio = (sum(fake_d) / len(fake_d)) / max(sum(real_d) / len(real_d), 1e-12)
+        return {"within_diversity": torch.tensor(ratio, dtype=torch.float32)}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.image import FrechetInceptionDistance, InceptionScore, KernelInceptionDistance
 
 from src.metrics.conditional import _Evaluator
+from src.utils.figures import class_bars
 
 
 class RealFake:
@@ -67,20 +69,25 @@ class RealFake:
         return self
 
 
-class ClassCoverage(Metric):
-    """Mode collapse on labelled data: classes the evaluator finds among the samples, and
-    KL(predicted-label histogram of the samples || the data's label histogram)."""
+class ClassBalance(Metric):
+    """Mode collapse on labelled data, read by the domain classifier: each class's share of the samples
+    against its share of the training data. `class_kl` = KL(sample shares || data shares) (0 = the data's
+    balance; a class never drawn adds nothing itself but inflates the others), the smallest and largest share,
+    the classes drawn at least once, and every share (`class_share_<k>`, the histogram)."""
 
     full_state_update = False
+    monitor = None
 
     def __init__(self, classifier: nn.Module, test_acc: float, data_hist: Tensor, **kwargs):
         super().__init__(**kwargs)
         self.evaluator = _Evaluator(classifier, test_acc)
         self.register_buffer("data_hist", data_hist.double() / data_hist.sum(), persistent=False)
         self.add_state("counts", torch.zeros(len(data_hist), dtype=torch.long), dist_reduce_fx="sum")
-
-    monitor = None
-    names = ("classes_covered", "class_kl")  # what compute() returns
+        k = len(data_hist)
+        self.names = ("class_kl", "class_min_share", "class_max_share", "classes_covered") + tuple(
+            f"class_share_{c}" for c in range(k)
+        )
+        self.last: tuple[Tensor, int] | None = None  # (shares, samples) of the last compute()
 
     def update(self, fake: Tensor, **_) -> None:
         self.counts += torch.bincount(self.evaluator.predict(fake), minlength=len(self.counts))
@@ -89,7 +96,21 @@ class ClassCoverage(Metric):
         p = self.counts.double() / self.counts.sum().clamp(min=1)
         nz = p > 0
         kl = (p[nz] * (p[nz] / self.data_hist[nz].clamp(min=1e-12)).log()).sum()
-        return {"classes_covered": (self.counts > 0).sum().float(), "class_kl": kl.float()}
+        out = {
+            "class_kl": kl.float(),
+            "class_min_share": p.min().float(),
+            "class_max_share": p.max().float(),
+            "classes_covered": (self.counts > 0).sum().float(),
+        }
+        out.update({f"class_share_{c}": v.float() for c, v in enumerate(p)})
+        self.last = (p.cpu(), int(self.counts.sum()))
+        return out
+
+    def figures(self) -> dict[str, np.ndarray]:
+        """The histogram of the last compute() as a bar chart (the sample callback writes and logs it)."""
+        if self.last is None:
+            return {}
+        return {"class_balance": class_bars(self.last[0], self.data_hist.cpu(), self.last[1])}
 
 
 class StackedModes(Metric):

@@ -3,7 +3,8 @@
 Data facts: `shape` (images or vectors), `has_labels` / `num_classes`, `modes` (a Gaussian mixture's
 means and std), `stacked` (Stacked MNIST: channels x classes per channel), `classifier_data` (what the
 domain classifier learns from). Model facts: `label_conditioned` (G draws for given labels) and
-`code_classes` (the size of InfoGAN's first categorical code). `eval.metrics` = auto (all that apply,
+`code_classes` (the size of InfoGAN's first categorical code), `continuous_codes` (how many continuous
+codes), and `condition_groups(latent)` (which samples share a condition: a label, c1). `eval.metrics` = auto (all that apply,
 in the table's order: the first with a headline is what "best" checkpoints follow), a list of names, or [].
 """
 
@@ -18,9 +19,11 @@ import torch
 
 from src.errors import ConfigError
 from src.metrics.classifier import load_or_train
-from src.metrics.conditional import ClassConsistency, CodeAccuracy
+from src.metrics.codes import ContinuousCodes
+from src.metrics.conditional import ClassConsistency, CodeAccuracy, IntraClassFID, WithinDiversity
 from src.metrics.features import DomainFeatures, InceptionFeatures, inception_weights
-from src.metrics.image import ClassCoverage, RealFake, StackedModes
+from src.metrics.image import ClassBalance, RealFake, StackedModes
+from src.metrics.manifold import Manifold
 from src.metrics.modes import ModeCoverage
 
 log = logging.getLogger(__name__)
@@ -116,9 +119,31 @@ REGISTRY: list[Rule] = [
         ),
     ),
     (
-        "class_coverage",
+        "prdc",
+        lambda m, d, s: s.tag is not None,
+        lambda m, d, s: Manifold(
+            s.features("features"), int(s.cfg.get("prc_k", 3)), int(s.cfg.get("dc_k", 5))
+        ),
+    ),
+    (
+        "class_balance",
         lambda m, d, s: len(d.shape) == 3 and s.source is d and labelled(d),
-        lambda m, d, s: ClassCoverage(*s.evaluator(), s.class_counts()),
+        lambda m, d, s: ClassBalance(*s.evaluator(), s.class_counts()),
+    ),
+    (
+        "intra_fid",
+        lambda m, d, s: m.label_conditioned and s.tag is not None and labelled(d),
+        lambda m, d, s: IntraClassFID(s.features("features")),
+    ),
+    (
+        "within_diversity",
+        lambda m, d, s: (m.label_conditioned or bool(m.code_classes)) and s.tag is not None and labelled(d),
+        lambda m, d, s: WithinDiversity(s.features("features")),
+    ),
+    (
+        "codes",
+        lambda m, d, s: bool(m.continuous_codes) and len(d.shape) == 3,
+        lambda m, d, s: ContinuousCodes(m, m.continuous_codes),
     ),
 ]
 

@@ -24,6 +24,9 @@ class CGAN(GANModule):
 
     label_conditioned = True
 
+    def condition_groups(self, latent: dict[str, Tensor]) -> Tensor | None:
+        return latent["y"]
+
     def __init__(self, *args: Any, num_classes: int | None, fake_labels: str = "batch", **kwargs: Any):
         super().__init__(*args, **kwargs)
         require_classes(num_classes)

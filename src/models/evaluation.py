@@ -19,6 +19,16 @@ class Evaluation:
         """The size of the first categorical latent code (InfoGAN's c1), if any."""
         return None
 
+    continuous_codes = 0  # InfoGAN's continuous codes (their rotation / width are measured)
+
+    def condition_groups(self, latent: dict[str, Tensor]) -> Tensor | None:
+        """Which samples share a condition (an id per sample: the label, InfoGAN's c1), or None."""
+        return None
+
+    eval_figures: dict[
+        str, Any
+    ] = {}  # figures of the last evaluation (class balance), drawn by the sample callback
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         if not self.metrics:
             return
@@ -31,7 +41,9 @@ class Evaluation:
     def eval_batch(self, real: Tensor, labels: Tensor | None) -> dict[str, Any]:
         """What the metrics see for one held-out batch (variants add entries: InfoGAN's Q codes)."""
         latent = self.sample_latent(real.shape[0], labels)
-        return {"real": real, "fake": self.generate_eval(latent), "labels": labels, "latent": latent}
+        fake = self.generate_eval(latent)
+        groups = self.condition_groups(latent)
+        return {"real": real, "fake": fake, "labels": labels, "latent": latent, "groups": groups}
 
     def on_validation_epoch_start(self) -> None:
         for metric in self.metrics.values():
@@ -40,10 +52,12 @@ class Evaluation:
     def on_validation_epoch_end(self) -> None:
         if not self.metrics:
             return
-        results = {}
+        results, figures = {}, {}
         for metric in self.metrics.values():
             results.update({f"val/{k}": v for k, v in metric.compute().items()})
+            figures.update(metric.figures() if hasattr(metric, "figures") else {})
             metric.reset()
+        self.eval_figures = figures
         self.log_dict(results, logger=False)  # callback metrics: checkpoint monitors see them
         if not self.trainer.sanity_checking:
             self.emit(results)

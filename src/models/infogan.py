@@ -110,3 +110,10 @@ class InfoGAN(GANModule):
     @property
     def code_classes(self) -> int | None:
         return self.cat_dims[0] if self.cat_dims else None
+
+    @property
+    def continuous_codes(self) -> int:
+        return self.cont_dim
+
+    def condition_groups(self, latent: dict[str, Tensor]) -> Tensor | None:
+        return latent["c_cat"][:, 0] if self.cat_dims else None

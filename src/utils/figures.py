@@ -57,6 +57,13 @@ def scatter_2d(
     if title:
         ax.set_title(title)
     fig.tight_layout()
+    return to_array(fig)
+
+
+def to_array(fig) -> np.ndarray:
+    """A matplotlib figure as a uint8 (H, W, 3) image; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     fig.canvas.draw()
     img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
     plt.close(fig)
@@ -89,3 +96,24 @@ def log_image(loggers: Iterable, key: str, img: np.ndarray, step: int) -> None:
             logger.experiment.add_image(key, torch.from_numpy(img).permute(2, 0, 1), step)
         elif isinstance(logger, WandbLogger):
             logger.log_image(key=key, images=[img], step=step)
+
+
+def class_bars(shares: Tensor, reference: Tensor, n: int, title: str = "") -> np.ndarray:
+    """Per-class shares of the samples as bars, the data's shares as ticks: a uint8 image."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    k = len(shares)
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    ax.bar(range(k), shares.numpy() * 100, color="tab:blue", label=f"samples (n={n})")
+    ax.scatter(range(k), reference.numpy() * 100, marker="_", s=400, c="tab:red", label="data")
+    ax.set_xticks(range(k))
+    ax.set_xlabel("class (read by the domain classifier)")
+    ax.set_ylabel("% of samples")
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+    if title:
+        ax.set_xlabel(title)
+    fig.tight_layout()
+    return to_array(fig)

@@ -17,6 +17,8 @@ import rich.tree
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from src.utils.tables import metric_rows
+
 PRINT_ORDER = ("data", "model", "loss", "trainer", "callbacks", "logger", "paths", "extras")
 
 
@@ -82,9 +84,9 @@ def print_summary(trainer: L.Trainer, model: L.LightningModule, output_dir: str,
     for key in ("train/d_loss", "train/g_loss", "train/d_acc"):
         if key in model.last_logged:
             table.add_row(key, f"{model.last_logged[key]:.4f}")
-    for key, value in sorted(trainer.callback_metrics.items()):
-        if key.startswith("val/"):
-            table.add_row(key, f"{float(value):.4f}")
+    values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    for key, text in metric_rows(values):
+        table.add_row(key, text)
     rich.print(table)
 
 
