@@ -17,7 +17,7 @@ from torch import nn
 from src.data.mnist5k import EmbeddedMNIST
 from src.metrics.classifier import load_or_train
 from src.metrics.features import INCEPTION_FILE, DomainFeatures, InceptionFeatures, WeightsNotFoundError
-from src.metrics.image import ClassCoverage, RealFake, StackedModes
+from src.metrics.image import RealFake, StackedModes
 from src.metrics.modes import ModeCoverage
 from src.models.networks.layers import MinibatchStd
 
@@ -118,14 +118,6 @@ def images_with_labels(labels, channels=1):
     return x
 
 
-def test_class_coverage_by_hand():
-    metric = ClassCoverage(PixelLabel(), 1.0, torch.ones(10))  # the data: uniform over 10 classes
-    metric.update(fake=images_with_labels(torch.arange(5).repeat(8)))  # samples: 5 classes, evenly
-    out = metric.compute()
-    assert out["classes_covered"].item() == 5
-    assert out["class_kl"].item() == pytest.approx(math.log(2), abs=1e-6)
-
-
 def test_stacked_modes_by_hand():
     metric = StackedModes(PixelLabel(), 1.0)
     # modes 123 (twice), 124, 456, 7: every channel counts (reading one channel alone would merge 123 and 124)
@@ -187,8 +179,19 @@ def test_image_metrics_run_in_training_and_pick_the_best_checkpoint(tmp_path, mo
     metrics, objects = run_train(
         ["trainer.max_steps=2", "data.batch_size=16", "trainer.limit_val_batches=4"], tmp_path
     )
-    for key in ("fid_domain", "kid_domain_mean", "is_domain_mean", "classes_covered", "class_kl"):
+    keys = (
+        "fid_domain",
+        "kid_domain_mean",
+        "is_domain_mean",
+        "classes_covered",
+        "class_kl",
+        "precision",
+        "recall",
+    )
+    for key in keys + ("density", "coverage", "class_min_share", "class_max_share", "class_share_9"):
         assert math.isfinite(metrics[f"val/{key}"]), key
+    samples = objects["trainer"].callbacks  # the class-balance chart is written with the sample figures
+    assert any(p.name.startswith("class_balance_epoch") for cb in samples for p in getattr(cb, "written", []))
     assert objects["trainer"].checkpoint_callback.monitor == "val/fid_domain"
     # By hand on the batches of the last evaluation: FID of the classifier features of real vs fake, and
     # the classes the classifier reads in the samples against the training labels' histogram.
@@ -206,6 +209,17 @@ def test_image_metrics_run_in_training_and_pick_the_best_checkpoint(tmp_path, mo
     assert metrics["val/classes_covered"] == (counts > 0).sum().item()
     kl = (p[p > 0] * (p[p > 0] / q[p > 0]).log()).sum().item()
     assert metrics["val/class_kl"] == pytest.approx(kl, rel=1e-4, abs=1e-6)
+    assert metrics["val/class_max_share"] == pytest.approx(p.max().item(), rel=1e-5)
+    # precision / recall on the same features, by torch-fidelity's k-NN rule written out here
+    with torch.no_grad():
+        fr, ff = net.features(real).double(), net.features(fake).double()
+    radius = lambda a: torch.cdist(a, a).sort(1).values[:, 3]  # noqa: E731  (k = 3; itself at 0)
+    precision = (torch.cdist(ff, fr) <= radius(fr)[None]).any(1).double().mean().item()
+    recall = (torch.cdist(fr, ff) <= radius(ff)[None]).any(1).double().mean().item()
+    assert (metrics["val/precision"], metrics["val/recall"]) == (
+        pytest.approx(precision),
+        pytest.approx(recall),
+    )
 
 
 def test_pack_minibatch_std_and_ema_train(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from src.metrics.classifier import to_input
+from src.metrics.manifold import distances
 
 
 class _Evaluator:
@@ -110,7 +111,7 @@ def frechet(a: Tensor, b: Tensor) -> float:
 def mean_pairwise(x: Tensor) -> float:
     """Mean distance over the pairs of distinct rows (nan with fewer than 2)."""
     n = len(x)
-    return torch.cdist(x, x).sum().item() / (n * (n - 1)) if n > 1 else float("nan")
+    return distances(x, x).sum().item() / (n * (n - 1)) if n > 1 else float("nan")
 
 
 def by_group(x: Tensor, groups: Tensor, fn, min_size: int = 2) -> dict[int, float]:
