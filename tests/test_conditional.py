@@ -500,6 +500,7 @@ def test_evaluation_metrics_are_logged_and_monitored(tmp_path, monkeypatch):
     """val/c1_acc: Q's c1 on the held-out digits against their labels; val/c1_sample_acc: the digit classifier
     on samples against the c1 they were drawn with; each under the best code-to-label map, checked by hand."""
     seen = []  # (g_step, labels, Q's c1 on the real batch, sampled c1, the samples) of every validation batch
+    real_batches = []
 
     def watch(module):
         evaluate = module.eval_batch
@@ -509,6 +510,7 @@ def test_evaluation_metrics_are_logged_and_monitored(tmp_path, monkeypatch):
             with torch.no_grad():
                 q = module.discriminator.eval()(real)[1]["q"][:, : module.cat_dims[0]].argmax(1)
             seen.append((module.g_step, labels, q, out["latent"]["c_cat"][:, 0], out["fake"]))
+            real_batches.append((module.g_step, real, labels))
             return out
 
         module.eval_batch = eval_batch
@@ -526,5 +528,21 @@ def test_evaluation_metrics_are_logged_and_monitored(tmp_path, monkeypatch):
     assert metrics["val/c1_sample_acc"] == pytest.approx(best_assignment(read, 10), abs=1e-6)
     assert objects["trainer"].checkpoint_callback.monitor == "val/c1_acc"
     assert list(tmp_path.glob("checkpoints/best_*.ckpt"))
+    # within-c1 diversity: samples grouped by the c1 they were drawn with, real digits by their label
+    features = objects["model"].metrics["within_diversity"].extractor
+    with torch.no_grad():
+        fake = features(torch.cat([b[4] for b in last])).double()
+        real = features(torch.cat([r for _, r, _ in real_batches[-3:]])).double()
+    codes, labels = torch.cat([b[3] for b in last]), torch.cat([b[1] for b in last])
+
+    def spread(x, groups):
+        d = [torch.pdist(x[groups == g]).mean().item() for g in groups.unique() if (groups == g).sum() > 1]
+        return sum(d) / len(d)
+
+    assert metrics["val/within_diversity"] == pytest.approx(
+        spread(fake, codes) / spread(real, labels), rel=1e-4
+    )
+    for key in ("code1_rotation", "code2_width", "rotation_rho", "width_rho", "rotation_code", "width_code"):
+        assert f"val/{key}" in metrics, key
     with pytest.raises(ConfigError, match="class_consistency do\\(es\\) not apply.*available: c1_acc"):
         run_train([*overrides, "eval.metrics=[class_consistency]"], tmp_path / "bad")
