@@ -123,7 +123,7 @@ def write_report(report: dict, output: Path, model, metrics: dict | None = None)
     os.replace(tmp, output)
     for metric in (metrics if metrics is not None else model.metrics).values():
         for name, img in (metric.figures() if hasattr(metric, "figures") else {}).items():
-            save_png(img, output.with_name(f"{output.stem}_{name}.png"))
+            save_png(img, output.with_name(f"{output.stem}_{name}.png"))  # eval_class_balance.png
     print_table(report, output)
 
 

@@ -44,7 +44,7 @@ class SampleFigures(L.Callback):
             images = {"scatter": self.scatter(trainer, pl_module, gen)}
         else:
             images = pl_module.figures(self.n_samples, gen)
-        images.update(pl_module.eval_figures)  # the last evaluation's charts (class balance)
+        images.update(pl_module.evaluation_figures())  # the last evaluation's charts (class balance)
         paths = {}
         for name, img in images.items():
             paths[name] = save_png(img, self.dirpath / f"{name}_{tag}.png")

@@ -25,10 +25,6 @@ class Evaluation:
         """Which samples share a condition (an id per sample: the label, InfoGAN's c1), or None."""
         return None
 
-    eval_figures: dict[
-        str, Any
-    ] = {}  # figures of the last evaluation (class balance), drawn by the sample callback
-
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         if not self.metrics:
             return
@@ -52,12 +48,17 @@ class Evaluation:
     def on_validation_epoch_end(self) -> None:
         if not self.metrics:
             return
-        results, figures = {}, {}
+        results = {}
         for metric in self.metrics.values():
             results.update({f"val/{k}": v for k, v in metric.compute().items()})
-            figures.update(metric.figures() if hasattr(metric, "figures") else {})
             metric.reset()
-        self.eval_figures = figures
         self.log_dict(results, logger=False)  # callback metrics: checkpoint monitors see them
         if not self.trainer.sanity_checking:
             self.emit(results)
+
+    def evaluation_figures(self) -> dict[str, Any]:
+        """Charts of the last evaluation (the class balance), drawn when the sample callback asks for them."""
+        figures = {}
+        for metric in self.metrics.values():
+            figures.update(metric.figures() if hasattr(metric, "figures") else {})
+        return figures
