@@ -140,13 +140,21 @@ class _Grouped(Metric):
         self.fake_groups.append(groups.long())
 
     def gathered(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """All features and groups of this evaluation (empty when no labelled batch came)."""
+        if not self.real:
+            return (
+                torch.zeros(0, 1),
+                torch.zeros(0, dtype=torch.long),
+                torch.zeros(0, 1),
+                torch.zeros(0, dtype=torch.long),
+            )
         return tuple(dim_zero_cat(getattr(self, k)) for k in ("real", "real_groups", "fake", "fake_groups"))
 
 
 class IntraClassFID(_Grouped):
     """FID between the held-out images of each class and the samples drawn for that class, averaged over
     classes (cGAN, AC-GAN). Each class has ~1/K of the samples, so its bias is larger than the FID's:
-    compare with the real-vs-real reference (`python -m src.eval reference=true`)."""
+    compare with the real-vs-real reference (`python -m src.eval reference=mnist5k`)."""
 
     names = ("intra_fid",)
 

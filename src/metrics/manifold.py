@@ -61,8 +61,9 @@ class Manifold(Metric):
         self.fake.append(self.extractor(fake).flatten(1).double())
 
     def compute(self) -> dict[str, Tensor]:
-        real, fake = dim_zero_cat(self.real), dim_zero_cat(self.fake)
-        if min(len(real), len(fake)) <= max(self.prc_k, self.dc_k):
+        real = dim_zero_cat(self.real) if self.real else torch.zeros(0, 1)
+        fake = dim_zero_cat(self.fake) if self.fake else torch.zeros(0, 1)
+        if min(len(real), len(fake)) <= max(self.prc_k, self.dc_k):  # too few images for k neighbours
             nan = torch.tensor(float("nan"))
             return dict.fromkeys(self.names, nan)
         precision, recall = precision_recall(real, fake, self.prc_k)
