@@ -53,8 +53,8 @@ COLUMNS = [
     ("within diversity", "val/within_diversity", "f"),
     ("c1 acc (Q)", "val/c1_acc", "%"),
     ("c1 acc (samples)", "val/c1_sample_acc", "%"),
-    ("rotation |rho| (code)", "val/rotation_rho", "rho:val/rotation_code"),
-    ("width |rho| (code)", "val/width_rho", "rho:val/width_code"),
+    ("rotation abs(ρ) (code)", "val/rotation_rho", "rho:val/rotation_code"),
+    ("width abs(ρ) (code)", "val/width_rho", "rho:val/width_code"),
 ]
 # From ../shared/ANCHORS.md: published figures next to ours, with their protocol (not ours).
 ANCHORS = {
