@@ -108,6 +108,8 @@ def test_sample_and_eval_commands_compose(command, tmp_path):
     ckpt = next((a.split("=", 1)[1] for a in args if a.startswith("ckpt=")), None)
     if "--help" in command:
         assert ckpt is None and OmegaConf.is_missing(cfg, "ckpt")
+    elif "reference=" in command:  # no checkpoint: the real-vs-real reference of a data config
+        assert ckpt is None and cfg.reference
     else:
         assert ckpt and cfg.ckpt == ckpt
 
@@ -165,6 +167,8 @@ def test_readme_command_runs(command, tmp_path):
         ]
         if module == "src.eval":
             args = [a for a in args if not a.startswith("eval.inception_weights")] + ["limit_val_batches=2"]
+            if "reference=" in command:
+                args.append(f"output={tmp_path / 'run' / 'eval.json'}")
             if "inception" in command:
                 args += [f"eval.inception_dir={tmp_path / 'weights'}", "eval.inception_download=false"]
                 env["TORCH_HOME"] = str(tmp_path / "torch")  # nor in torch hub's cache

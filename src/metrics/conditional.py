@@ -7,10 +7,9 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
 from src.metrics.classifier import to_input
-from src.metrics.manifold import distances
+from src.metrics.manifold import distances, gathered
 
 
 class _Evaluator:
@@ -141,14 +140,13 @@ class _Grouped(Metric):
 
     def gathered(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """All features and groups of this evaluation (empty when no labelled batch came)."""
-        if not self.real:
-            return (
-                torch.zeros(0, 1),
-                torch.zeros(0, dtype=torch.long),
-                torch.zeros(0, 1),
-                torch.zeros(0, dtype=torch.long),
-            )
-        return tuple(dim_zero_cat(getattr(self, k)) for k in ("real", "real_groups", "fake", "fake_groups"))
+        ids = torch.zeros(0, dtype=torch.long)
+        return (
+            gathered(self.real),
+            gathered(self.real_groups, ids),
+            gathered(self.fake),
+            gathered(self.fake_groups, ids),
+        )
 
 
 class IntraClassFID(_Grouped):

@@ -40,6 +40,13 @@ def density_coverage(real: Tensor, fake: Tensor, k: int = 5) -> tuple[float, flo
     return density, coverage
 
 
+def gathered(state: list[Tensor] | Tensor, empty: Tensor | None = None) -> Tensor:
+    """A list state as one tensor (under DDP, torchmetrics has already concatenated it); `empty` when nothing came."""
+    if isinstance(state, list) and not state:
+        return torch.zeros(0, 1) if empty is None else empty
+    return dim_zero_cat(state)
+
+
 class Manifold(Metric):
     """precision, recall (k = `prc_k`), density, coverage (k = `dc_k`) of the samples against the held-out split.
 
@@ -61,8 +68,7 @@ class Manifold(Metric):
         self.fake.append(self.extractor(fake).flatten(1).double())
 
     def compute(self) -> dict[str, Tensor]:
-        real = dim_zero_cat(self.real) if self.real else torch.zeros(0, 1)
-        fake = dim_zero_cat(self.fake) if self.fake else torch.zeros(0, 1)
+        real, fake = gathered(self.real), gathered(self.fake)
         if min(len(real), len(fake)) <= max(self.prc_k, self.dc_k):  # too few images for k neighbours
             nan = torch.tensor(float("nan"))
             return dict.fromkeys(self.names, nan)
