@@ -23,7 +23,7 @@ from src.build import build_datamodule, build_model
 from src.checkpoint import load_checkpoint
 from src.errors import ConfigError, GanZooError
 from src.metrics.reference import TrainingImages, reference_scores
-from src.metrics.registry import build_metrics
+from src.metrics.registry import build_metrics, metric_figures
 from src.utils.compose import CONF, compose_config
 from src.utils.figures import save_png
 from src.utils.run import exit_with_error
@@ -77,8 +77,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 def reference(cfg: DictConfig) -> dict[str, float]:
-    """Every metric on held-out images against training images of the same labels: a perfect generator's
-    scores under this protocol (`python -m src.eval reference=mnist5k`)."""
+    """Every metric on held-out images against as many random training images (their labels as conditions): a
+    perfect generator's scores under this protocol (`python -m src.eval reference=mnist5k`)."""
     name = str(cfg.reference)
     data_cfg = compose_data(name, int(cfg.seed), cfg.paths)
     datamodule = build_datamodule(data_cfg)
@@ -121,9 +121,8 @@ def write_report(report: dict, output: Path, model, metrics: dict | None = None)
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=2))
     os.replace(tmp, output)
-    for metric in (metrics if metrics is not None else model.metrics).values():
-        for name, img in (metric.figures() if hasattr(metric, "figures") else {}).items():
-            save_png(img, output.with_name(f"{output.stem}_{name}.png"))  # eval_class_balance.png
+    for name, img in metric_figures(metrics if metrics is not None else model.metrics).items():
+        save_png(img, output.with_name(f"{output.stem}_{name}.png"))  # eval_class_balance.png
     print_table(report, output)
 
 

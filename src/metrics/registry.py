@@ -170,3 +170,11 @@ def build_metrics(eval_cfg: Mapping[str, Any] | None, model: Any, data: Any) -> 
                 f"available: {', '.join(available) or 'none'}"
             )
     return {name: available[name](model, data, sources) for name in names}
+
+
+def metric_figures(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The charts of the metrics' last compute() by name (the class balance's bar chart), as uint8 images."""
+    figures = {}
+    for metric in metrics.values():
+        figures.update(metric.figures() if hasattr(metric, "figures") else {})
+    return figures

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from src.metrics.registry import metric_figures
+
 
 class Evaluation:
     # --- facts the metrics registry reads (src/metrics/registry.py) ---------------------------------------
@@ -58,7 +60,4 @@ class Evaluation:
 
     def evaluation_figures(self) -> dict[str, Any]:
         """Charts of the last evaluation (the class balance), drawn when the sample callback asks for them."""
-        figures = {}
-        for metric in self.metrics.values():
-            figures.update(metric.figures() if hasattr(metric, "figures") else {})
-        return figures
+        return metric_figures(self.metrics)

@@ -98,7 +98,7 @@ def log_image(loggers: Iterable, key: str, img: np.ndarray, step: int) -> None:
             logger.log_image(key=key, images=[img], step=step)
 
 
-def class_bars(shares: Tensor, reference: Tensor, n: int, title: str = "") -> np.ndarray:
+def class_bars(shares: Tensor, reference: Tensor, n: int) -> np.ndarray:
     """Per-class shares of the samples as bars, the data's shares as ticks: a uint8 image."""
     import matplotlib
 
@@ -113,7 +113,5 @@ def class_bars(shares: Tensor, reference: Tensor, n: int, title: str = "") -> np
     ax.set_xlabel("class (read by the domain classifier)")
     ax.set_ylabel("% of samples")
     ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
-    if title:
-        ax.set_xlabel(title)
     fig.tight_layout()
     return to_array(fig)
