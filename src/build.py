@@ -81,6 +81,9 @@ def build_callbacks(cfg: DictConfig, model: L.LightningModule | None = None) -> 
             node = node.copy()
             node.mode = "min"
         callbacks.append(_instantiate(node, f"callbacks.{name}"))
+    health = cfg.get("health")
+    if isinstance(health, DictConfig) and "_target_" in health:
+        callbacks.append(_instantiate(health, "health"))
     return callbacks
 
 

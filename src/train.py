@@ -20,13 +20,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig
 
 from src.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer
+from src.callbacks.health import HealthCheck
 from src.callbacks.safety import LastCheckpoint
 from src.checkpoint import check_resume, group_choices
-from src.errors import ConfigError, GanZooError
+from src.errors import ConfigError, GanZooError, NonFiniteError
 from src.preflight import one_line_hydra_errors
 from src.utils.compose import CONF
 from src.utils.perf import apply_perf
-from src.utils.run import apply_extras, exit_with_error, last_checkpoint, print_summary
+from src.utils.run import apply_extras, exit_with_error, last_checkpoint, print_summary, write_summary
 from src.validate import check_config
 
 log = logging.getLogger(__name__)
@@ -65,13 +66,17 @@ def train_one(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         logger.log_hyperparams(model.run_config)
 
     start = time.perf_counter()
-    if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        if cfg.get("train", True):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except NonFiniteError:  # the summary (with the diagnosis) first, then the one error line
+        end_of_run(trainer, model, cfg, time.perf_counter() - start, "stopped: not finite")
+        raise
     wall = time.perf_counter() - start
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(model.last_logged)
-    print_summary(trainer, model, cfg.paths.output_dir, wall)
+    end_of_run(trainer, model, cfg, wall, run_status(trainer, cfg))
     finish_loggers(trainer, metrics)
     return metrics, {
         "cfg": cfg,
@@ -80,6 +85,27 @@ def train_one(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         "trainer": trainer,
         "wall_time": wall,
     }
+
+
+def run_status(trainer: L.Trainer, cfg: DictConfig) -> str:
+    if not cfg.get("train", True):
+        return "not trained (train=false)"
+    if any(isinstance(cb, LastCheckpoint) and cb.received is not None for cb in trainer.callbacks):
+        return "stopped: signal"
+    if any(isinstance(cb, HealthCheck) and cb.stopped_at is not None for cb in trainer.callbacks):
+        return "stopped: health check"
+    return "finished"
+
+
+def end_of_run(trainer: L.Trainer, model: L.LightningModule, cfg: DictConfig, wall: float, status: str) -> None:
+    """The summary table (with the diagnosis and the report command) and <run>/summary.json (src.report)."""
+    health = next((cb for cb in trainer.callbacks if isinstance(cb, HealthCheck)), None)
+    rows = health.summary_rows() if health is not None else []
+    rows.append(("report", f"python -m src.report {cfg.paths.output_dir}"))
+    print_summary(trainer, model, cfg.paths.output_dir, wall, rows)
+    if trainer.is_global_zero:
+        events = [e.message() for e in health.events] if health is not None else []
+        write_summary(cfg.paths.output_dir, status, wall, model.g_step, events)
 
 
 def next_stage(trainer: L.Trainer, cfg: DictConfig, stage: DictConfig) -> DictConfig | None:
@@ -156,7 +182,7 @@ TRAIN_METRICS = {
     "d_acc_real",
     "d_acc_fake",
 }
-TRAIN_METRICS |= {"d_grad_norm", "g_grad_norm", "wasserstein", "d_step", "g_step"}
+TRAIN_METRICS |= {"d_grad_norm", "g_grad_norm", "wasserstein", "diversity", "d_step", "g_step"}
 
 
 def check_optimized_metric(cfg: DictConfig, model: L.LightningModule) -> None:

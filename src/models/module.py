@@ -34,7 +34,7 @@ from src.models.guard import NonFiniteGuard
 from src.models.networks.conditional import add_heads
 from src.models.optim import needs_length, optimizer_factory, schedule_factory
 from src.models.sampling import Sampling, split_extras
-from src.models.trainlog import TrainLog, grad_norm
+from src.models.trainlog import TrainLog, batch_diversity, grad_norm
 from src.utils.run import last_checkpoint
 
 Factory = Callable[..., Any]
@@ -184,6 +184,8 @@ class GANModule(Sampling, Evaluation, L.LightningModule):
             terms.update({f"{name}_{k}": v for k, v in term.d_terms(phase).items()})
         if log:
             self.trainlog.add(self.loss.stats(d_real.adv.detach(), d_fake.adv.detach()))
+            if real.shape[0] > 1:
+                self.trainlog.add({"diversity": batch_diversity(fake, real)})
             for name, term in self.aux_terms.items():
                 self.trainlog.add({f"{name}_{k}": v for k, v in term.stats(phase).items()})
         if self.optimize(opt, "d", terms, self.discriminator, log):

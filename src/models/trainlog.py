@@ -13,6 +13,8 @@ class TrainLog:
     def __init__(self) -> None:
         self.pending: dict[str, Tensor] = {}
         self.last: dict[str, float] = {}  # everything sent so far, latest value of each (the run summary)
+        self.sent: dict[str, float] = {}  # what the latest flush sent, at G step `step` (the health check)
+        self.step, self.flushes = -1, 0
 
     def add(self, values: Mapping[str, Tensor], prefix: str = "train/") -> None:
         self.pending.update({f"{prefix}{k}": v.detach() for k, v in values.items()})
@@ -25,6 +27,7 @@ class TrainLog:
         self.pending = {}
         scalars.update(extra)
         self.last.update(scalars)
+        self.sent, self.step, self.flushes = scalars, step, self.flushes + 1
         for logger in loggers:
             logger.log_metrics(scalars, step=step)
         return scalars
@@ -36,6 +39,13 @@ def grad_norm(net: nn.Module, device: torch.device) -> Tensor:
     if not grads:
         return torch.zeros((), device=device)
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+def batch_diversity(fake: Tensor, real: Tensor) -> Tensor:
+    """Mean pairwise L2 distance between the fakes of a batch over that between its reals (no device sync):
+    about 1 when G varies as the data does, near 0 when it draws one image (mode collapse)."""
+    spread = [torch.pdist(x.detach().flatten(1).float()).mean() for x in (fake, real)]
+    return spread[0] / spread[1].clamp_min(1e-12)
 
 
 def to_floats(values: Mapping[str, Tensor | float], device: torch.device) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from collections.abc import Sequence
@@ -55,8 +56,14 @@ def last_checkpoint(trainer: L.Trainer) -> str:
 
 
 @rank_zero_only
-def print_summary(trainer: L.Trainer, model: L.LightningModule, output_dir: str, wall_time: float) -> None:
-    """Where everything went, and the headline numbers of the run."""
+def print_summary(
+    trainer: L.Trainer,
+    model: L.LightningModule,
+    output_dir: str,
+    wall_time: float,
+    notes: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Where everything went, the headline numbers of the run, and `notes` (the diagnosis, the report command)."""
     table = rich.table.Table(title="gan-zoo run", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -87,7 +94,22 @@ def print_summary(trainer: L.Trainer, model: L.LightningModule, output_dir: str,
     values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     for key, text in metric_rows(values):
         table.add_row(key, text)
+    for key, text in notes:
+        table.add_row(key, text, style="yellow" if key == "diagnosis" and "no failure" not in text else None)
     rich.print(table)
+
+
+SUMMARY_FILE = "summary.json"
+
+
+def write_summary(output_dir: str, status: str, wall_time: float, g_step: int, events: list[str]) -> None:
+    """<run>/summary.json: how the run ended (src.report tells a finished run from a running one by it)."""
+    path = Path(output_dir) / SUMMARY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"status": status, "wall_time_s": round(wall_time, 1), "g_step": g_step, "diagnosis": events}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    tmp.replace(path)
 
 
 def exit_with_error(error: Exception, code: int = 2) -> None:
