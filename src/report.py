@@ -44,7 +44,12 @@ Series = dict[str, list[tuple[int, float]]]  # metric -> [(G step, value)]
 PANELS = [
     ("Losses", ["train/d_loss", "train/g_loss"], "symlog", None),
     ("D(x) and D(G(z))", ["train/d_real", "train/d_fake"], "linear", None),
-    ("D accuracy", ["train/d_acc", "train/d_acc_real", "train/d_acc_fake"], "linear", (0.5, "50%: D cannot tell")),
+    (
+        "D accuracy",
+        ["train/d_acc", "train/d_acc_real", "train/d_acc_fake"],
+        "linear",
+        (0.5, "50%: D cannot tell"),
+    ),
     ("Gradient norms", ["train/d_grad_norm", "train/g_grad_norm"], "log", None),
     ("Within-batch diversity (samples / reals)", ["train/diversity"], "linear", (1.0, "the data's")),
     ("Wasserstein estimate", ["train/wasserstein"], "linear", None),
@@ -96,7 +101,13 @@ def find_runs(folder: Path) -> list[Path]:
     """The run itself (if it is one), then the runs below it (multirun jobs, stage folders), in order."""
     found = [folder] if is_run(folder) else []
     below = sorted(
-        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in ("samples", "csv", "tb", "checkpoints")),
+        (
+            p
+            for p in folder.iterdir()
+            if p.is_dir()
+            and not p.name.startswith(".")
+            and p.name not in ("samples", "csv", "tb", "checkpoints")
+        ),
         key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name),
     )
     for sub in below:
@@ -180,11 +191,18 @@ def png_bytes(fig) -> bytes:
 
 def mark_events(ax, events: list[dict[str, Any]]) -> None:
     for e in events:
-        ax.axvline(e["step"], color=EVENT_COLOURS.get(e["name"], "red"), ls="--", lw=1.2,
-                   label=f"{e.get('title', e['name'])} (G step {e['step']})")
+        ax.axvline(
+            e["step"],
+            color=EVENT_COLOURS.get(e["name"], "red"),
+            ls="--",
+            lw=1.2,
+            label=f"{e.get('title', e['name'])} (G step {e['step']})",
+        )
 
 
-def draw_panel(ax, runs: list[Run], title: str, keys: list[str], scale: str, ref, events: bool = True) -> bool:
+def draw_panel(
+    ax, runs: list[Run], title: str, keys: list[str], scale: str, ref, events: bool = True
+) -> bool:
     drawn = False
     for run in runs:
         for key in keys:
@@ -228,7 +246,9 @@ def term_panels(runs: list[Run]) -> list[tuple[str, list[str]]]:
     """The loss terms of each phase on one panel (when there is more than the adversarial one), then every other
     train/ diagnostic (an auxiliary term's statistics) on its own."""
     shown = {k for _, keys, _, _ in PANELS for k in keys} | {"train/d_loss", "train/g_loss"}
-    keys = sorted({k for r in runs for k in r.series if k.startswith("train/") and k not in shown and not SKIP.match(k)})
+    keys = sorted(
+        {k for r in runs for k in r.series if k.startswith("train/") and k not in shown and not SKIP.match(k)}
+    )
     panels = []
     for phase, name in (("d", "D"), ("g", "G")):
         terms = [k for k in keys if k.startswith(f"train/{phase}_")]
@@ -250,7 +270,11 @@ def share_keys(run: Run) -> list[str]:
 def summary_png(runs: list[Run]) -> bytes:
     """The PNG summary: the training panels (and the last sample grid of a single run) on one figure."""
     panels = [p for p in PANELS if any(r.series.get(k) for r in runs for k in p[1])]
-    image = runs[0].samples.get("samples", [None])[-1] if len(runs) == 1 and runs[0].samples.get("samples") else None
+    image = (
+        runs[0].samples.get("samples", [None])[-1]
+        if len(runs) == 1 and runs[0].samples.get("samples")
+        else None
+    )
     n = len(panels) + (image is not None)
     cols = 3
     rows = max(1, math.ceil(n / cols))
@@ -285,7 +309,9 @@ img{max-width:100%}.event{background:#fff3f0;border-left:4px solid #d33;padding:
 
 def img(data: bytes, alt: str, width: int | None = None) -> str:
     size = f' width="{width}"' if width else ""
-    return f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+    return (
+        f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+    )
 
 
 def figure(data: bytes | None, caption: str, width: int | None = None) -> str:
@@ -331,7 +357,9 @@ def run_section(run: Run, level: int = 2) -> str:
     ]
     if run.summary and "wall_time_s" in run.summary:
         facts.append(("wall time", f"{run.summary['wall_time_s']} s"))
-    out.append("<table>" + "".join(f"<tr><th>{k}</th><td>{html.escape(v)}</td></tr>" for k, v in facts) + "</table>")
+    out.append(
+        "<table>" + "".join(f"<tr><th>{k}</th><td>{html.escape(v)}</td></tr>" for k, v in facts) + "</table>"
+    )
     out.append(f"<{h}>Diagnosis</{h}>" if level == 2 else "<h4>Diagnosis</h4>")
     out.append(diagnosis_html(run))
     out.append("<h3>Training</h3><div class='grid'>")
@@ -346,7 +374,12 @@ def run_section(run: Run, level: int = 2) -> str:
         for key in keys:
             out.append(figure(panel_png([run], key, [key]), key))
         if share_keys(run):
-            out.append(figure(panel_png([run], "class shares of the samples", share_keys(run), ref=None), "val/class_share_*"))
+            out.append(
+                figure(
+                    panel_png([run], "class shares of the samples", share_keys(run), ref=None),
+                    "val/class_share_*",
+                )
+            )
         out.append("</div>")
         last = [(k, run.last(k)) for k in keys]
         out.append("<table><tr><th>metric</th><th>last value</th></tr>")
@@ -375,27 +408,41 @@ def spaced(items: list[Path], n: int) -> list[Path]:
 
 
 def comparison_html(runs: list[Run]) -> str:
+    """One row per run: the overrides that differ between the runs (the shared ones above the table), how the
+    run ended, what the health check named, and the last value of every validation metric."""
+    shared = [o for o in runs[0].overrides if all(o in r.overrides for r in runs[1:])]
     keys = [k for k in val_keys(runs) if any(r.last(k) is not None for r in runs)]
-    head = ["run", "command", "status", "G steps", "wall (s)", "diagnosis", "train/d_acc", *keys]
-    rows = []
+    head = ["run", "overrides", "status", "G steps", "wall (s)", "diagnosis", "train/d_acc", *keys]
+    rows = [f"<p>every run: <code>{html.escape(' '.join(shared))}</code></p>"] if shared else []
     for run in runs:
         wall = run.summary.get("wall_time_s") if run.summary else None
         named = ", ".join(f"{e.get('title', e['name'])} @ {e['step']}" for e in run.events) or "none"
-        cells = [run.name, " ".join(run.overrides) or "–", run.status, str(run.g_step),
-                 "–" if wall is None else str(wall), named, fmt(run.last("train/d_acc"))]
+        own = [o for o in run.overrides if o not in shared]
+        cells = [
+            run.name,
+            " ".join(own) or "–",
+            run.status,
+            str(run.g_step),
+            "–" if wall is None else str(wall),
+            named,
+            fmt(run.last("train/d_acc")),
+        ]
         cells += [fmt(run.last(k)) for k in keys]
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     header = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
-    return "<table>" + header + "".join(rows) + "</table>"
+    note = rows.pop(0) if shared else ""
+    return note + "<table>" + header + "".join(rows) + "</table>"
 
 
 def page(folder: Path, runs: list[Run], summary: bytes) -> str:
     title = f"gan-zoo report: {folder.name}"
-    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-           f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-           f"<p>{html.escape(str(folder))} · written {time.strftime('%Y-%m-%d %H:%M:%S')} by "
-           f"<code>python -m src.report</code></p>",
-           figure(summary, "summary (also report.png)")]
+    out = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+        f"<p>{html.escape(str(folder))} · written {time.strftime('%Y-%m-%d %H:%M:%S')} by "
+        f"<code>python -m src.report</code></p>",
+        figure(summary, "summary (also report.png)"),
+    ]
     if len(runs) == 1:
         out.append(run_section(runs[0]))
     else:

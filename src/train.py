@@ -97,7 +97,9 @@ def run_status(trainer: L.Trainer, cfg: DictConfig) -> str:
     return "finished"
 
 
-def end_of_run(trainer: L.Trainer, model: L.LightningModule, cfg: DictConfig, wall: float, status: str) -> None:
+def end_of_run(
+    trainer: L.Trainer, model: L.LightningModule, cfg: DictConfig, wall: float, status: str
+) -> None:
     """The summary table (with the diagnosis and the report command) and <run>/summary.json (src.report)."""
     health = next((cb for cb in trainer.callbacks if isinstance(cb, HealthCheck)), None)
     rows = health.summary_rows() if health is not None else []

@@ -101,7 +101,11 @@ def lower_lr(ctx: Context, which: str, factor: float, why: str) -> str | None:
 def remedies(name: str, ctx: Context, detail: str = "") -> list[str]:
     """Overrides that address the failure, for this run's configuration (keys it lacks are left out)."""
     spectral = option(ctx, "model.discriminator.norm", "spectral", "spectral norm bounds D's slope")
-    gp = None if ctx.loss == "wgan_gp" else "loss=wgan_gp (gradient penalty: D stays smooth, G keeps a gradient)"
+    gp = (
+        None
+        if ctx.loss == "wgan_gp"
+        else "loss=wgan_gp (gradient penalty: D stays smooth, G keeps a gradient)"
+    )
     if name == "vanishing_gradients":
         found = [
             "loss=nonsaturating (G maximises log D(G(z)): its gradient stays large when D rejects the samples)"
@@ -113,9 +117,15 @@ def remedies(name: str, ctx: Context, detail: str = "") -> list[str]:
         ]
     elif name == "mode_collapse":
         found = [
-            option(ctx, "model.pack", 2, "PacGAN: D judges two samples at once and sees their lack of variety"),
-            option(ctx, "model.discriminator.mbstd", 4, "minibatch standard deviation shows D the batch's spread"),
-            option(ctx, "model.terms.ms.weight", 1.0, "mode seeking: different noise must give different images"),
+            option(
+                ctx, "model.pack", 2, "PacGAN: D judges two samples at once and sees their lack of variety"
+            ),
+            option(
+                ctx, "model.discriminator.mbstd", 4, "minibatch standard deviation shows D the batch's spread"
+            ),
+            option(
+                ctx, "model.terms.ms.weight", 1.0, "mode seeking: different noise must give different images"
+            ),
             gp,
             lower_lr(ctx, "g", 2, "a slower G chases D's current weak spot less"),
         ]
@@ -281,7 +291,8 @@ class ModeCollapse(Detector):
 
 
 class Divergence(Detector):
-    """Losses or gradient norms far beyond their early values and still growing, or not finite."""
+    """A loss or gradient norm beyond max_value over the whole window, or growing at every logging step of the
+    window to `growth` x its first logged value; or not finite."""
 
     name = "divergence"
     KEYS = ("train/d_loss", "train/g_loss", "train/d_grad_norm", "train/g_grad_norm")
@@ -305,9 +316,9 @@ class Divergence(Detector):
             values = [abs(v) for v in self.series(key)]
             if len(values) < len(self.rows):
                 continue
-            far = values[-1] > self.max_value or values[-1] > self.growth * self.early[key]
-            rising = all(b >= a for a, b in zip(values, values[1:]))
-            if far and (rising or values[-1] > self.max_value):
+            beyond = min(values) > self.max_value  # the whole window, not one spike
+            rising = all(b > a for a, b in zip(values, values[1:]))
+            if beyond or (rising and values[-1] > self.growth * self.early[key]):
                 shown = ", ".join(fmt(v) for v in values)
                 return f"|{key}| {shown} over {self.span} (first logged {fmt(self.early[key])})", ""
         return None
@@ -327,7 +338,10 @@ class Stuck(Detector):
         if len(acc) < len(self.rows):
             return None
         if min(acc) >= self.high:
-            return f"D accuracy >= {min(acc):.3f} at every logging step over {self.span}: D wins outright", "high"
+            return (
+                f"D accuracy >= {min(acc):.3f} at every logging step over {self.span}: D wins outright",
+                "high",
+            )
         if max(acc) <= self.low:
             return f"D accuracy <= {max(acc):.3f} at every logging step over {self.span}", "low"
         return None
@@ -459,15 +473,20 @@ class HealthCheck(L.Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         self.report(trainer, pl_module, self.diagnosis.validate(pl_module.g_step, metrics))
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         if self.diagnosis is not None and isinstance(exception, NonFiniteError):
             what = str(exception).split("; training stopped")[0]
             self.report(trainer, pl_module, self.diagnosis.nonfinite(pl_module.g_step, what), stop=False)
 
-    def report(self, trainer: L.Trainer, pl_module: L.LightningModule, events: list[Event], stop: bool = True) -> None:
-        stop = stop and self.on_failure == "stop" and bool(events)
-        if trainer.world_size > 1 and self.on_failure == "stop":
-            # Every rank must stop at the same step: agree (this runs on logging steps only).
+    def report(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, events: list[Event], stop: bool = True
+    ) -> None:
+        may_stop = stop and self.on_failure == "stop"
+        stop = may_stop and bool(events)
+        if trainer.world_size > 1 and may_stop:
+            # Every rank must stop at the same step: agree (this runs on logging steps only, on every rank).
             flag = torch.tensor(int(stop), device=pl_module.device)
             stop = bool(trainer.strategy.reduce(flag, reduce_op="max").item())
         if events and trainer.is_global_zero:

@@ -1,0 +1,276 @@
+"""The health check: each detector on hand-made signals (known answers), then provoked failures in real runs
+(a generator that ignores its noise, the saturating loss against a strong D, lr 1e4), `health.on_failure=stop`,
+and healthy runs that must name nothing (slow: 3 seeds of the default run and of InfoGAN)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, on_built_model, run_train
+
+from src.callbacks.health import Context, Diagnosis, read_events
+
+DETECTORS = {
+    "vanishing_gradients": {"d_acc": 0.95, "grad_ratio": 0.1},
+    "mode_collapse": {
+        "diversity": 0.3,
+        "class_kl": 0.5,
+        "within_diversity": 0.25,
+        "eval_warmup": 500,
+        "evaluations": 2,
+    },
+    "divergence": {"window": 75, "growth": 1000.0, "max_value": 1e5},
+    "stuck": {"window": 400, "low": 0.02, "high": 0.99},
+    "oscillation": {"window": 500, "swing": 0.35, "swings": 4},
+}
+CONFIG = {
+    "model": {
+        "pack": 1,
+        "n_critic": 1,
+        "ema_decay": None,
+        "discriminator": {"norm": "batch", "mbstd": 0},
+        "terms": {"ms": {"weight": 0.0}},
+        "optimizer_d": {"lr": 2e-4},
+        "optimizer_g": {"lr": 2e-4},
+    }
+}
+
+
+def diagnosis(loss="nonsaturating", config=CONFIG, **changes):
+    detectors = {k: {**v, **changes.get(k, {})} for k, v in DETECTORS.items()}
+    dg = Diagnosis(every=25, warmup=200, window=200, detectors=detectors)
+    dg.context = Context(loss=loss, lr_d=2e-4, lr_g=2e-4, config=config)
+    return dg
+
+
+def healthy(step):
+    """Signals of a healthy run: D mostly right, G's gradient steady, samples as varied as the data."""
+    return {
+        "train/d_acc": 0.9 + 0.05 * (step % 50 == 0),
+        "train/g_grad_norm": 5.0,
+        "train/d_grad_norm": 50.0,
+        "train/d_loss": 0.6,
+        "train/g_loss": 1.5,
+        "train/d_fake": 0.25,
+        "train/diversity": 0.97,
+    }
+
+
+def feed(dg, rows):
+    events = []
+    for step, row in rows:
+        events += dg.train(step, row)
+    return events
+
+
+def test_healthy_signals_name_nothing():
+    dg = diagnosis()
+    assert feed(dg, [(s, healthy(s)) for s in range(25, 4001, 25)]) == []
+    for step in range(70, 4000, 70):
+        assert dg.validate(step, {"val/class_kl": 0.18, "val/within_diversity": 0.8}) == []
+
+
+def test_vanishing_gradients_named_with_the_evidence_and_remedies_for_the_saturating_loss():
+    rows = [(s, {**healthy(s), "train/g_grad_norm": 10.0, "train/d_acc": 0.6}) for s in range(25, 201, 25)]
+    # from step 225 on D wins and G's gradient falls to 2% of its peak of 10
+    rows += [
+        (s, {**healthy(s), "train/d_acc": 0.99, "train/d_fake": 0.002, "train/g_grad_norm": 0.2})
+        for s in range(225, 1001, 25)
+    ]
+    (event,) = feed(dg := diagnosis("minimax"), rows)
+    assert event.name == "vanishing_gradients" and event.title == "vanishing gradients"
+    assert event.step == 400  # the first step with a whole window (8 logging steps = 200 G steps) of it
+    assert "D accuracy 0.990" in event.evidence and "2.0% of its peak 10" in event.evidence
+    assert "D(G(z)) 0.002" in event.evidence
+    assert event.remedies[0].startswith("loss=nonsaturating")
+    assert any(r.startswith("model.optimizer_d.lr=5e-05") for r in event.remedies)
+    assert dg.events == [event]
+    # the non-saturating loss gets the other remedies, not itself
+    (event,) = feed(diagnosis("nonsaturating"), rows)
+    assert not any(r.startswith("loss=nonsaturating") for r in event.remedies)
+    # G's gradient at 40% of its peak is not vanishing, however sure D is (the healthy default run: 20-40%)
+    rows = [(s, {**r, "train/g_grad_norm": 4.0}) if s > 200 else (s, r) for s, r in rows]
+    assert [e.name for e in feed(diagnosis(), rows)] == ["stuck"]
+
+
+def test_mode_collapse_from_the_batch_diversity():
+    rows = [(s, {**healthy(s), "train/diversity": 0.05 if s >= 300 else 0.9}) for s in range(25, 1001, 25)]
+    (event,) = feed(diagnosis(), rows)
+    assert (event.name, event.step) == ("mode_collapse", 475)  # 8 logging steps at 0.05, from 300
+    assert "0.05x as varied" in event.evidence
+    assert event.remedies[:3] == [
+        "model.pack=2 (PacGAN: D judges two samples at once and sees their lack of variety)",
+        "model.discriminator.mbstd=4 (minibatch standard deviation shows D the batch's spread)",
+        "model.terms.ms.weight=1.0 (mode seeking: different noise must give different images)",
+    ]
+    # one varied logging step in the window is enough to hold it back
+    rows = [(s, {**r, "train/diversity": 0.9 if s % 150 == 0 else r["train/diversity"]}) for s, r in rows]
+    assert feed(diagnosis(), rows) == []
+
+
+def test_mode_collapse_at_validation_needs_two_evaluations_in_a_row_after_the_warm_up():
+    shares = {f"val/class_share_{k}": 0.02 for k in range(10)} | {"val/class_share_8": 0.82}
+    dg = diagnosis()
+    assert dg.validate(210, {"val/class_kl": 2.3, **shares}) == []  # early blobs: before eval_warmup
+    assert dg.validate(560, {"val/class_kl": 1.2, **shares}) == []  # once
+    assert dg.validate(630, {"val/class_kl": 0.2}) == []  # recovered: the streak restarts
+    assert dg.validate(700, {"val/class_kl": 1.2, **shares}) == []
+    (event,) = dg.validate(770, {"val/class_kl": 1.3, **shares})
+    assert event.step == 770 and "KL(samples || data) 1.30" in event.evidence
+    assert "class 8 at 82.0%" in event.evidence and "class 0 at 2.0%" in event.evidence
+    dg = diagnosis()
+    dg.validate(600, {"val/within_diversity": 0.1})
+    (event,) = dg.validate(700, {"val/within_diversity": 0.08})
+    assert "0.08x as varied" in event.evidence
+
+
+def test_divergence_from_growth_or_a_non_finite_value():
+    rows = [(s, healthy(s)) for s in range(25, 101, 25)]
+    rows += [
+        (125, {**healthy(125), "train/g_loss": 20.0}),
+        (150, {**healthy(150), "train/g_loss": 1e3}),
+        (175, {**healthy(175), "train/g_loss": 1e5}),
+    ]
+    (event,) = feed(diagnosis(), rows)
+    assert (event.name, event.step) == (
+        "divergence",
+        175,
+    )  # 1e3 is not yet 1000 x 1.5; no warm-up for this one
+    assert event.evidence == "|train/g_loss| 20, 1e+03, 1e+05 over G steps 125-175 (first logged 1.5)"
+    assert any(r.startswith("model.optimizer_d.lr=2e-05") for r in event.remedies)
+    # large but steady is not divergence (a WGAN critic's scale), nor one spike beyond max_value
+    steady = [(s, {**healthy(s), "train/d_loss": -2000.0}) for s in range(25, 1001, 25)]
+    steady[20][1]["train/d_grad_norm"] = 1e6
+    assert feed(diagnosis(), steady) == []
+    beyond = [(s, {**healthy(s), "train/d_loss": 2e5}) for s in range(25, 101, 25)]
+    assert [(e.name, e.step) for e in feed(diagnosis(), beyond)] == [("divergence", 75)]
+    (event,) = feed(
+        diagnosis(), [(25, healthy(25)), (50, {**healthy(50), "train/d_grad_norm": float("nan")})]
+    )
+    assert (event.step, event.evidence) == (50, "train/d_grad_norm is nan at G step 50")
+
+
+def test_d_accuracy_stuck_and_oscillating():
+    rows = [(s, {**healthy(s), "train/d_acc": 1.0}) for s in range(25, 1001, 25)]
+    (event,) = feed(diagnosis("minimax"), rows)
+    assert (event.name, event.step) == ("stuck", 400) and "D wins outright" in event.evidence
+    assert event.title == "failure to converge (D accuracy stuck)"
+    rows = [(s, {**healthy(s), "train/d_acc": 0.05 if (s // 50) % 2 else 0.95}) for s in range(25, 1001, 25)]
+    (event,) = feed(diagnosis(), rows)
+    assert event.name == "oscillation" and "min 0.05, max 0.95" in event.evidence
+    # swings that stay between 0.2 and 0.8 are D and G taking turns, not oscillation
+    rows = [(s, {**healthy(s), "train/d_acc": 0.2 if (s // 50) % 2 else 0.8}) for s in range(25, 1001, 25)]
+    assert feed(diagnosis(), rows) == []
+
+
+def test_remedies_name_only_keys_this_run_has_and_values_it_does_not_use():
+    rows = [(s, {**healthy(s), "train/diversity": 0.0}) for s in range(25, 501, 25)]
+    config = {"model": {"pack": 2, "discriminator": {"norm": "batch"}, "optimizer_g": {"lr": 2e-4}}}
+    (event,) = feed(diagnosis(config=config), rows)
+    assert not any(
+        r.startswith(("model.pack", "model.discriminator.mbstd", "model.terms.ms")) for r in event.remedies
+    )
+    assert any(r.startswith("loss=wgan_gp") for r in event.remedies)
+
+
+def test_unknown_detector_and_bad_on_failure_are_refused():
+    from src.callbacks.health import HealthCheck
+
+    with pytest.raises(ValueError, match="unknown detector.*'nosuch'"):
+        Diagnosis(25, 200, 200, {"nosuch": {}})
+    with pytest.raises(ValueError, match="must be 'warn' or 'stop'"):
+        HealthCheck(dirpath=".", on_failure="halt")
+
+
+# --- provoked failures in real runs -------------------------------------------------------------------------
+SHORT = ["health.warmup=10", "health.window=10", "trainer.max_steps=40", "eval.metrics=[]"]
+
+
+def ignore_noise(model):
+    """G sees the same (zero) noise for every sample: it can only draw one image."""
+    forward = model.generator.forward
+    model.generator.forward = lambda z, *rest, **kw: forward(torch.zeros_like(z), *rest, **kw)
+
+
+def test_a_generator_that_ignores_its_noise_is_named_mode_collapse(tmp_path, monkeypatch, capsys, caplog):
+    on_built_model(monkeypatch, ignore_noise)
+    with caplog.at_level(logging.WARNING, logger="src.callbacks.health"):
+        run_train([*SHORT, "data.batch_size=16"], tmp_path)
+    (event,) = read_events(tmp_path)
+    assert event["name"] == "mode_collapse" and event["step"] == 19  # warm-up 10, then a 10-step window
+    assert "model.pack=2" in event["remedies"][0]
+    assert "health: mode collapse at G step 19" in caplog.text and "model.pack=2" in caplog.text
+    out = capsys.readouterr().out
+    assert "mode collapse at G step 19" in out and "python -m src.report" in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["diagnosis"][0].startswith(
+        "mode collapse at G step 19"
+    )
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        marked = [r["step"] for r in csv.DictReader(f) if r.get("health/mode_collapse")]
+    assert marked == ["19"]
+
+
+def test_the_same_short_run_with_its_noise_names_nothing(tmp_path, capsys):
+    run_train([*SHORT, "data.batch_size=16"], tmp_path)
+    assert read_events(tmp_path) == []
+    assert "no failure named" in capsys.readouterr().out
+
+
+def test_on_failure_stop_writes_last_ckpt_and_stops_at_the_event(tmp_path, monkeypatch, capsys):
+    on_built_model(monkeypatch, ignore_noise)
+    _, objects = run_train([*SHORT, "data.batch_size=16", "health.on_failure=stop"], tmp_path)
+    assert objects["model"].g_step == 19
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["gan_zoo"]["g_step"] == 19
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "stopped: health check"
+    assert "at G step 19 (health.on_failure=stop)" in capsys.readouterr().out
+
+
+def test_lr_1e4_diverges_and_is_named(tmp_path, capsys):
+    """The run the issue reports (G loss 1e10, ending as a success), with the guard's max_loss off."""
+    lr = [
+        "model.optimizer_d.lr=1e4",
+        "model.optimizer_g.lr=1e4",
+        "model.max_loss=null",
+        "model.on_nonfinite=skip",
+    ]
+    run_train([*lr, *SHORT, "trainer.max_steps=10"], tmp_path)
+    (event,) = read_events(tmp_path)
+    assert event["name"] == "divergence" and event["title"] == "failure to converge (divergence)"
+    assert event["step"] <= 3
+    assert any(r.startswith("model.optimizer_d.lr=1e+03") for r in event["remedies"])
+    assert "failure to converge (divergence) at G step" in capsys.readouterr().out
+
+
+def test_lr_1e4_under_the_default_guard_is_named_before_the_error(tmp_path):
+    """The default guard stops the run at the first diverged step: the event, the summary, then one error line."""
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "src.train",
+        "model.optimizer_d.lr=1e4",
+        "model.optimizer_g.lr=1e4",
+        "trainer.max_steps=5",
+        "eval.metrics=[]",
+        f"paths.output_dir={out}",
+        "hydra.run.dir=" + str(out),
+        "trainer.enable_progress_bar=false",
+        "extras.print_config=false",
+    ]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: loss beyond model.max_loss")
+    (event,) = read_events(out)
+    assert event["name"] == "divergence" and "loss beyond model.max_loss=1e+06" in event["evidence"]
+    assert (
+        "failure to converge (divergence)" in result.stdout and "model.optimizer_d.lr=1e+03" in result.stdout
+    )
+    assert json.loads((out / "summary.json").read_text())["status"] == "stopped: not finite"
