@@ -7,7 +7,7 @@ gradient norms, within-batch diversity, auxiliary terms), every validation metri
 sample grids over time, the variant's own figures and the health check's events on the curves.
 
 It reads what the run leaves in its folder: `csv/metrics.csv` (logger=csv, the default) or TensorBoard
-event files (`tb/`), `health.jsonl`, `summary.json`, `samples/*.png` and `.hydra/`. A finished, a stopped
+event files (`tensorboard/`), `health.jsonl`, `summary.json`, `samples/*.png` and `.hydra/`. A finished, a stopped
 or a still running run all work (a running run shows what was flushed so far); a multirun folder (or a run
 with stage folders, StackGAN's stage2) gets one comparison table with a row per run and the curves of
 every run overlaid, then one section per run.
@@ -70,16 +70,7 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)
     samples: dict[str, list[Path]] = field(default_factory=dict)  # figure name -> files, oldest first
     source: str = ""
-
-    @property
-    def status(self) -> str:
-        if self.summary:
-            return str(self.summary.get("status", "finished"))
-        newest = max((p.stat().st_mtime for p in self.path.rglob("*") if p.is_file()), default=0.0)
-        age = time.time() - newest
-        if age < STALE_S:
-            return f"running (last write {age:.0f} s ago)"
-        return "incomplete (no summary: killed, crashed or still starting)"
+    status: str = ""
 
     @property
     def g_step(self) -> int:
@@ -92,8 +83,29 @@ class Run:
 
 
 # --- reading a run folder -----------------------------------------------------------------------------------
+def status(run: Run) -> str:
+    """From summary.json (written when src.train ends); without it, running if the run wrote a file lately."""
+    if run.summary:
+        return str(run.summary.get("status", "finished"))
+    newest = 0.0
+    for path in run.path.rglob("*"):
+        if path.name.startswith("report."):
+            continue
+        try:
+            newest = max(newest, path.stat().st_mtime)
+        except OSError:  # a temporary file of the running job, gone already
+            continue
+    age = time.time() - newest
+    if age < STALE_S:
+        return f"running (last write {age:.0f} s ago)"
+    return "incomplete (no summary: killed, crashed or still starting)"
+
+
+TB_DIR = "tensorboard"  # conf/logger/tensorboard.yaml
+
+
 def is_run(path: Path) -> bool:
-    markers = ("csv/metrics.csv", ".hydra/config.yaml", SUMMARY_FILE, "samples", "tb", "health.jsonl")
+    markers = ("csv/metrics.csv", ".hydra/config.yaml", SUMMARY_FILE, "samples", TB_DIR, "health.jsonl")
     return any((path / m).exists() for m in markers)
 
 
@@ -106,7 +118,7 @@ def find_runs(folder: Path) -> list[Path]:
             for p in folder.iterdir()
             if p.is_dir()
             and not p.name.startswith(".")
-            and p.name not in ("samples", "csv", "tb", "checkpoints")
+            and p.name not in ("samples", "csv", TB_DIR, "checkpoints", "wandb")
         ),
         key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name),
     )
@@ -134,7 +146,12 @@ def read_csv(path: Path) -> Series:
 
 
 def read_tensorboard(folder: Path) -> Series:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        raise ConfigError(
+            f"{folder} has TensorBoard files only, and the tensorboard package is not installed"
+        ) from None
 
     series: Series = defaultdict(list)
     for events in sorted(folder.rglob("events.out.tfevents.*")):
@@ -149,8 +166,8 @@ def read_run(path: Path, root: Path) -> Run:
     run = Run(path=path, name=str(path.relative_to(root)) if path != root else path.name)
     if (path / "csv" / "metrics.csv").is_file():
         run.series, run.source = read_csv(path / "csv" / "metrics.csv"), "csv/metrics.csv"
-    elif any(path.glob("tb/**/events.out.tfevents.*")):
-        run.series, run.source = read_tensorboard(path / "tb"), "TensorBoard events (tb/)"
+    elif any(path.glob(f"{TB_DIR}/**/events.out.tfevents.*")):
+        run.series, run.source = read_tensorboard(path / TB_DIR), f"TensorBoard events ({TB_DIR}/)"
     run.events = read_events(path)
     if (path / SUMMARY_FILE).is_file():
         try:
@@ -169,6 +186,7 @@ def read_run(path: Path, root: Path) -> Run:
         if match:
             grouped[match["name"]].append((int(match["epoch"]), png))
     run.samples = {k: [p for _, p in sorted(v)] for k, v in sorted(grouped.items())}
+    run.status = status(run)
     return run
 
 
@@ -332,7 +350,8 @@ def fmt(value: float | None) -> str:
 
 def diagnosis_html(run: Run) -> str:
     if not run.events:
-        checked = run.config.get("health", True) is not None
+        health = run.config.get("health", {"_target_": "?"}) if run.config else {"_target_": "?"}
+        checked = isinstance(health, dict) and "_target_" in health
         text = "no failure named by the health check" if checked else "the health check was off (health=off)"
         return f'<p class="ok">{text}</p>'
     parts = []
@@ -383,12 +402,14 @@ def run_section(run: Run, level: int = 2) -> str:
         out.append("</div>")
         last = [(k, run.last(k)) for k in keys]
         out.append("<table><tr><th>metric</th><th>last value</th></tr>")
-        out.append("".join(f"<tr><td>{k}</td><td>{fmt(v)}</td></tr>" for k, v in last) + "</table>")
+        out.append(
+            "".join(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td></tr>" for k, v in last) + "</table>"
+        )
     grids = run.samples.get("samples") or run.samples.get("scatter")
     if grids:
         out.append("<h3>Samples over time (fixed noise)</h3><div class='grid'>")
         for path in spaced(grids, 8):
-            out.append(figure(path.read_bytes(), path.stem.split("_")[-1].replace("epoch", "epoch "), 220))
+            out.append(figure(path.read_bytes(), f"epoch {int(path.stem.rsplit('epoch', 1)[-1])}", 220))
         out.append("</div>")
     others = {k: v for k, v in run.samples.items() if k not in ("samples", "scatter")}
     if others:
@@ -467,7 +488,7 @@ def report(folder: str | Path, out: str | Path | None = None) -> tuple[Path, Pat
     paths = find_runs(folder)
     if not paths:
         raise ConfigError(
-            f"{folder} holds no gan-zoo run (no csv/metrics.csv, tb/, samples/, summary.json or .hydra/ in it or "
+            f"{folder} holds no gan-zoo run (no csv/metrics.csv, tensorboard/, samples/, summary.json or .hydra/ in it or "
             "below it); give a run folder (outputs/train/runs/<time>) or a multirun folder "
             "(outputs/train/multiruns/<time>)"
         )
@@ -477,7 +498,7 @@ def report(folder: str | Path, out: str | Path | None = None) -> tuple[Path, Pat
     summary = summary_png(runs)
     png, page_path = target / "report.png", target / "report.html"
     png.write_bytes(summary)
-    page_path.write_text(page(folder, runs, summary))
+    page_path.write_text(page(folder, runs, summary), encoding="utf-8")
     return page_path, png
 
 

@@ -74,7 +74,9 @@ def test_readme_commands_are_the_commands_themselves():
     assert readme_commands(text) == ["python -m src.train"]
     for command in COMMANDS:
         module, _ = split(command)
-        assert module in ("src.train", "src.sample", "src.eval") or (ROOT / module).is_file(), command
+        assert module in ("src.train", "src.sample", "src.eval", "src.report") or (ROOT / module).is_file(), (
+            command
+        )
     assert "python -m src.train" in COMMANDS  # the quick start's own first run
 
 
@@ -173,6 +175,9 @@ def test_readme_command_runs(command, tmp_path):
                 args += [f"eval.inception_dir={tmp_path / 'weights'}", "eval.inception_download=false"]
                 env["TORCH_HOME"] = str(tmp_path / "torch")  # nor in torch hub's cache
                 missing = NO_INCEPTION
+    elif module == "src.report":
+        run_train(["trainer.max_steps=2", "data.batch_size=16", "eval.metrics=[]"], tmp_path / "run")
+        args = [a.replace("outputs/train/runs/<run>", str(tmp_path / "run")) for a in args]
     else:  # a benchmark: its options are the check (a timed run takes minutes)
         args = ["--help"]
         module = None
@@ -208,6 +213,8 @@ def test_readme_command_runs(command, tmp_path):
         assert (tmp_path / "run" / "eval.json").is_file()
     elif module == "src.sample":
         assert ".png" in out.stdout, out.stdout[-2000:]
+    elif module == "src.report":
+        assert (tmp_path / "run" / "report.html").is_file() and (tmp_path / "run" / "report.png").is_file()
 
 
 def section(text: str, title: str) -> str:

@@ -117,10 +117,29 @@ def test_report_shows_the_events_of_a_stopped_run(tmp_path, monkeypatch):
     page = check_page(report(tmp_path)[0])
     text = " ".join(page.text)
     assert "stopped: health check" in text
-    assert re.search(r"mode collapse at G step \d+: the samples of a batch are 0.00x as varied", text)
+    assert re.search(r"mode collapse\s+at G step \d+: the samples of a batch are 0.00x as varied", text)
     assert "model.pack=2 (PacGAN" in text
     # the event is drawn on the curves: its label is in the legend of the training panels (not checkable in
     # the PNG's pixels here; the Chromium screenshot in docs/ shows it)
+
+
+def test_metrics_reach_the_csv_file_while_the_run_goes_on(tmp_path, monkeypatch):
+    """What makes a running run's report possible: each logging step's row is in csv/metrics.csv at once."""
+    rows_seen = []
+
+    def count_rows(model):
+        emit = model.emit
+
+        def emit_and_count(*args, **kwargs):
+            emit(*args, **kwargs)
+            path = tmp_path / "csv" / "metrics.csv"
+            rows_seen.append(len(path.read_text().splitlines()) - 1 if path.is_file() else 0)
+
+        model.emit = emit_and_count
+
+    on_built_model(monkeypatch, count_rows)
+    run_train(["trainer.max_steps=3", "data.batch_size=16", "eval.metrics=[]"], tmp_path)
+    assert rows_seen == [1, 2, 3]
 
 
 def test_report_of_a_running_run_reads_what_was_flushed(finished, tmp_path):
@@ -141,13 +160,14 @@ def test_report_of_a_running_run_reads_what_was_flushed(finished, tmp_path):
 
 
 def test_report_of_a_multirun_compares_the_jobs(tmp_path):
-    env = {**os.environ, "GAN_ZOO_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "GAN_ZOO_CACHE": str(tmp_path / "cache"), "COLUMNS": "500"}
     train = [
         sys.executable,
         "-m",
         "src.train",
         "-m",
         "loss=nonsaturating,hinge",
+        "trainer.log_every_n_steps=1",
         "trainer.max_steps=3",
         "data.batch_size=16",
         "eval.metrics=[]",

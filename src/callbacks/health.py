@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 
 from src.callbacks.safety import LastCheckpoint
 from src.errors import NonFiniteError
@@ -67,6 +66,7 @@ class Context:
     lr_d: float | None = None
     lr_g: float | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
+    scaled_grads: bool = False  # fp16 mixed precision (a loss scaler)
 
     def has(self, dotted: str) -> bool:
         node: Any = self.config
@@ -195,38 +195,64 @@ class Detector:
 
 
 class VanishingGradients(Detector):
-    """D wins (accuracy near 1) while G's gradient shrinks to a small fraction of what it was."""
+    """D wins (accuracy near 1) while G's gradient shrinks to a small fraction of its peak; under the saturating
+    loss also when D(G(z)) stays near 0 (G's gradient there is D(G(z)) times the non-saturating loss's, so it
+    vanishes from the first steps when D is strong from the start)."""
 
     name = "vanishing_gradients"
 
-    def __init__(self, window: int = 8, warmup: int = 0, d_acc: float = 0.95, grad_ratio: float = 0.1):
+    def __init__(
+        self,
+        window: int = 8,
+        warmup: int = 0,
+        d_acc: float = 0.95,
+        grad_ratio: float = 0.1,
+        d_fake: float = 0.01,
+    ):
         super().__init__(window, warmup)
-        self.d_acc, self.grad_ratio = d_acc, grad_ratio
-        self.peak = (0.0, 0)  # the largest G gradient norm seen so far (a window median), and its step
+        self.d_acc, self.grad_ratio, self.d_fake = d_acc, grad_ratio, d_fake
+        self.saturating = False  # set from the run's loss (minimax)
+        self.peak = (
+            0.0,
+            0,
+        )  # the largest G gradient norm seen so far (a median of 3 logging steps), and its step
 
     def train(self, step: int, row: Row) -> tuple[str, str] | None:
-        found = super().train(step, row)
-        grads = self.series("train/g_grad_norm")
-        if len(grads) >= 3:
-            now = statistics.median(grads[-3:])
+        grads = [
+            r["train/g_grad_norm"]
+            for _, r in list(self.rows)[-2:]
+            if math.isfinite(r.get("train/g_grad_norm", math.nan))
+        ]
+        if math.isfinite(row.get("train/g_grad_norm", math.nan)) and len(grads) == 2:
+            now = statistics.median([*grads, row["train/g_grad_norm"]])
             if now > self.peak[0]:
                 self.peak = (now, step)
-        return found
+        return super().train(step, row)
 
     def check(self) -> tuple[str, str] | None:
-        acc, grads = self.series("train/d_acc"), self.series("train/g_grad_norm")
-        if len(acc) < len(self.rows) or not grads or not self.peak[0]:
+        acc, grads, fake = (
+            self.series("train/d_acc"),
+            self.series("train/g_grad_norm"),
+            self.series("train/d_fake"),
+        )
+        if len(acc) < len(self.rows) or not grads:
             return None
         mean_acc, now = statistics.fmean(acc), statistics.median(grads)
-        if mean_acc < self.d_acc or now > self.grad_ratio * self.peak[0]:
+        if mean_acc < self.d_acc:
             return None
-        d_fake = self.series("train/d_fake")
-        fake = f", D(G(z)) {fmt(statistics.fmean(d_fake))}" if d_fake else ""
-        return (
-            f"D accuracy {mean_acc:.3f} over {self.span}{fake}; G's gradient norm {fmt(now)}, "
-            f"{100 * now / self.peak[0]:.1f}% of its peak {fmt(self.peak[0])} (G step {self.peak[1]})",
-            "",
-        )
+        shown = f"D accuracy {mean_acc:.3f} over {self.span}"
+        if fake:
+            shown += f", D(G(z)) {fmt(statistics.fmean(fake))}"
+        if self.peak[0] and now <= self.grad_ratio * self.peak[0]:
+            peak = f"{100 * now / self.peak[0]:.1f}% of its peak {fmt(self.peak[0])} (G step {self.peak[1]})"
+            return f"{shown}; G's gradient norm {fmt(now)}, {peak}", ""
+        if self.saturating and fake and statistics.fmean(fake) <= self.d_fake:
+            return (
+                f"{shown}; G's gradient norm {fmt(now)}: under the saturating loss it is D(G(z)) times the "
+                f"non-saturating loss's, {100 * statistics.fmean(fake):.2g}% of it",
+                "",
+            )
+        return None
 
 
 class ModeCollapse(Detector):
@@ -292,35 +318,51 @@ class ModeCollapse(Detector):
 
 class Divergence(Detector):
     """A loss or gradient norm beyond max_value over the whole window, or growing at every logging step of the
-    window to `growth` x its first logged value; or not finite."""
+    window to `growth` x its early scale (the largest of its first 3 logged values); or not finite.
+    For critics (WGAN, hinge) G's loss -D(G(z)) has no fixed offset: the Wasserstein estimate stands in for it."""
 
     name = "divergence"
     KEYS = ("train/d_loss", "train/g_loss", "train/d_grad_norm", "train/g_grad_norm")
+    CRITIC_KEYS = ("train/d_loss", "train/wasserstein", "train/d_grad_norm", "train/g_grad_norm")
 
     def __init__(self, window: int = 3, warmup: int = 0, growth: float = 1000.0, max_value: float = 1e5):
         super().__init__(window, 0)  # from the first step: divergence needs no warm-up
         self.growth, self.max_value = growth, max_value
-        self.early: dict[str, float] = {}
+        self.early: dict[str, list[float]] = {}
+        self.critic = False  # set from the run's loss
+        self.scaled_grads = (
+            False  # fp16 loss scaling: an inf gradient norm is the scaler's overflow, not ours
+        )
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self.CRITIC_KEYS if self.critic else self.KEYS
 
     def train(self, step: int, row: Row) -> tuple[str, str] | None:
-        for key in self.KEYS:
+        for key in self.keys:
             value = row.get(key)
-            if value is not None and not math.isfinite(value):
+            if value is None:
+                continue
+            if not math.isfinite(value):
+                if self.scaled_grads and key.endswith("grad_norm"):
+                    continue
                 return f"{key} is {value} at G step {step}", ""
-            if value is not None and key not in self.early:
-                self.early[key] = max(abs(value), 1e-3)
+            early = self.early.setdefault(key, [])
+            if len(early) < 3:
+                early.append(abs(value))
         return super().train(step, row)
 
     def check(self) -> tuple[str, str] | None:
-        for key in self.KEYS:
+        for key in self.keys:
             values = [abs(v) for v in self.series(key)]
-            if len(values) < len(self.rows):
+            if len(values) < len(self.rows) or key not in self.early:
                 continue
+            scale = max(max(self.early[key]), 1e-3)
             beyond = min(values) > self.max_value  # the whole window, not one spike
             rising = all(b > a for a, b in zip(values, values[1:]))
-            if beyond or (rising and values[-1] > self.growth * self.early[key]):
+            if beyond or (rising and values[-1] > self.growth * scale):
                 shown = ", ".join(fmt(v) for v in values)
-                return f"|{key}| {shown} over {self.span} (first logged {fmt(self.early[key])})", ""
+                return f"|{key}| {shown} over {self.span} (early scale {fmt(scale)})", ""
         return None
 
 
@@ -394,6 +436,19 @@ class Diagnosis:
         self.events: list[Event] = []
         self.context = Context()
 
+    @property
+    def context(self) -> Context:
+        return self._context
+
+    @context.setter
+    def context(self, ctx: Context) -> None:
+        self._context = ctx
+        for detector in self.detectors:
+            if isinstance(detector, VanishingGradients):
+                detector.saturating = ctx.loss == "minimax"
+            if isinstance(detector, Divergence):
+                detector.critic, detector.scaled_grads = ctx.critic, ctx.scaled_grads
+
     def named(self, name: str) -> bool:
         return any(e.name == name for e in self.events)
 
@@ -438,6 +493,7 @@ class HealthCheck(L.Callback):
         self.on_failure, self.warmup, self.window = on_failure, warmup, window
         self.options = {k: dict(v) if v is not None else None for k, v in (detectors or {}).items()}
         self.diagnosis: Diagnosis | None = None
+        self.restored: list[Event] = []  # events named before a resume: not named again
         self.seen = 0  # flushes of the training diagnostics read so far
         self.stopped_at: int | None = None
 
@@ -455,17 +511,26 @@ class HealthCheck(L.Callback):
             lr_d=lrs[0] if lrs else None,
             lr_g=lrs[1] if len(lrs) > 1 else None,
             config=pl_module.run_config or {},
+            scaled_grads=str(trainer.precision).startswith("16"),
         )
+        self.diagnosis.events = list(self.restored)
         self.seen = pl_module.trainlog.flushes
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"events": [asdict(e) for e in self.events]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.restored = [Event(**e) for e in state_dict.get("events", [])]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         trainlog = pl_module.trainlog
         if self.diagnosis is None or trainlog.flushes == self.seen:
             return  # not a logging step: nothing new, and nothing read from the device
         self.seen = trainlog.flushes
+        if "train/d_loss" not in trainlog.sent:
+            return  # a validation flush (the metrics, the step counters): not a row of training diagnostics
         row = {k: v for k, v in trainlog.sent.items() if k.startswith("train/")}
-        if row:
-            self.report(trainer, pl_module, self.diagnosis.train(trainlog.step, row))
+        self.report(trainer, pl_module, self.diagnosis.train(trainlog.step, row))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.diagnosis is None or trainer.sanity_checking:
@@ -486,9 +551,9 @@ class HealthCheck(L.Callback):
         may_stop = stop and self.on_failure == "stop"
         stop = may_stop and bool(events)
         if trainer.world_size > 1 and may_stop:
-            # Every rank must stop at the same step: agree (this runs on logging steps only, on every rank).
-            flag = torch.tensor(int(stop), device=pl_module.device)
-            stop = bool(trainer.strategy.reduce(flag, reduce_op="max").item())
+            # Every rank stops at the same step, on rank 0's word (the events it reports); this runs on logging
+            # steps only, on every rank.
+            stop = bool(trainer.strategy.broadcast(stop, src=0))
         if events and trainer.is_global_zero:
             for event in events:
                 log.warning("health: %s", event.message())
