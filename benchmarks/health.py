@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import statistics
 import sys
 import tempfile
@@ -84,9 +85,9 @@ def margins(run: Path) -> dict[str, float]:
     n = max(3, -(-window // every))
     for i, (step, _) in enumerate(rows):
         grads = [r["train/g_grad_norm"] for _, r in rows[max(0, i - 2) : i + 1]]
-        if len(grads) == 3:
+        if len(grads) == 3 and all(math.isfinite(g) for g in grads):
             peak = max(peak, statistics.median(grads))
-        if i >= n - 1 and step >= warmup:
+        if i >= n - 1 and step >= warmup and peak > 0:
             win = [r for _, r in rows[i - n + 1 : i + 1]]
             if statistics.fmean(r["train/d_acc"] for r in win) >= det.vanishing_gradients.d_acc:
                 ratios.append(statistics.median(r["train/g_grad_norm"] for r in win) / peak)
@@ -111,9 +112,9 @@ def margins(run: Path) -> dict[str, float]:
     out["D acc swings"] = flips_best
     keys = ("train/d_loss", "train/g_loss", "train/d_grad_norm", "train/g_grad_norm")
     out["largest |value| / first"] = max(
-        max(abs(r[k]) for _, r in rows if k in r) / max(abs(rows[0][1][k]), 1e-3)
+        max(abs(r[k]) for _, r in rows if k in r and math.isfinite(r[k])) / max(abs(rows[0][1][k]), 1e-3)
         for k in keys
-        if k in rows[0][1]
+        if k in rows[0][1] and math.isfinite(rows[0][1][k])
     )
     late = [(s, r) for s, r in val if s >= det.mode_collapse.eval_warmup]
     pairs = list(zip(late, late[1:]))

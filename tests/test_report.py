@@ -159,7 +159,8 @@ def test_report_of_a_running_run_reads_what_was_flushed(finished, tmp_path):
     assert "incomplete (no summary" in body
 
 
-def test_report_of_a_multirun_compares_the_jobs(tmp_path):
+@pytest.mark.slow
+def test_report_of_a_real_multirun(tmp_path):
     env = {**os.environ, "GAN_ZOO_CACHE": str(tmp_path / "cache"), "COLUMNS": "500"}
     train = [
         sys.executable,
@@ -193,23 +194,37 @@ def test_report_of_a_multirun_compares_the_jobs(tmp_path):
     assert "D accuracy" in captions(page)
 
 
-def test_report_of_a_missing_or_empty_folder_is_one_error_line(tmp_path):
+def test_report_of_a_missing_or_empty_folder_is_one_error_line(tmp_path, capsys):
+    from src.report import main
+
     for folder, words in ((tmp_path / "nosuch", "no such run folder"), (tmp_path, "holds no gan-zoo run")):
-        done = subprocess.run(
-            [sys.executable, "-m", "src.report", str(folder)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 2
-        lines = done.stderr.strip().splitlines()
+        with pytest.raises(SystemExit) as exit_:
+            main([str(folder)])
+        assert exit_.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
         assert (
             len(lines) == 1
             and lines[0].startswith("error: ")
             and words in lines[0]
             and str(folder) in lines[0]
         )
+
+
+def test_report_of_a_sweep_folder_compares_its_runs(finished, tmp_path):
+    """A multirun's layout (job folders 0, 1, ... each with .hydra/overrides.yaml): one row per job, the overrides
+    they share above the table. The real `-m` run is test_report_of_a_real_multirun (slow)."""
+    for job, loss in enumerate(["nonsaturating", "hinge"]):
+        shutil.copytree(finished, tmp_path / str(job))
+        (tmp_path / str(job) / ".hydra").mkdir()
+        (tmp_path / str(job) / ".hydra" / "overrides.yaml").write_text(
+            f"- loss={loss}\n- trainer.max_steps=8\n"
+        )
+    html = report(tmp_path)[0].read_text()
+    table = html.split("<h2>Comparison</h2>", 1)[1].split("</table>", 1)[0]
+    assert "every run: <code>trainer.max_steps=8</code>" in table
+    rows = re.findall(r"<tr><td>(\d+)</td><td>([^<]*)</td><td>([^<]*)</td><td>(\d+)</td>", table)
+    assert rows == [("0", "loss=nonsaturating", "finished", "8"), ("1", "loss=hinge", "finished", "8")]
+    assert "val/fid_domain" in table
 
 
 CHECK = """<script>

@@ -146,7 +146,7 @@ def remedies(name: str, ctx: Context, detail: str = "") -> list[str]:
     elif name == "stuck":
         found = [
             option(ctx, "model.n_critic", 2, "more D steps per G step"),
-            "a higher D learning rate (model.optimizer_d.lr)",
+            lower_lr(ctx, "d", 0.5, "a faster D"),
         ]
     else:  # oscillation
         found = [
@@ -168,15 +168,17 @@ def fmt(x: float) -> str:
 
 class Detector:
     name = ""
+    reads_d_accuracy = False  # off for critics: their "accuracy" is how well scores separate, ~1 when healthy
 
     def __init__(self, window: int = 8, warmup: int = 0):
         self.rows: deque[tuple[int, Row]] = deque(maxlen=window)
         self.warmup = warmup
+        self.applies = True  # set from the run's loss (Diagnosis.context)
 
     def train(self, step: int, row: Row) -> tuple[str, str] | None:
         """(evidence, detail) when this logging step shows the failure; None otherwise."""
         self.rows.append((step, row))
-        if step < self.warmup or len(self.rows) < self.rows.maxlen:
+        if not self.applies or step < self.warmup or len(self.rows) < self.rows.maxlen:
             return None
         return self.check()
 
@@ -200,6 +202,7 @@ class VanishingGradients(Detector):
     vanishes from the first steps when D is strong from the start)."""
 
     name = "vanishing_gradients"
+    reads_d_accuracy = True
 
     def __init__(
         self,
@@ -370,6 +373,7 @@ class Stuck(Detector):
     """D accuracy pinned at 1 (D wins outright) or 0 (D is fooled by everything) for a long window."""
 
     name = "stuck"
+    reads_d_accuracy = True
 
     def __init__(self, window: int = 16, warmup: int = 0, low: float = 0.02, high: float = 0.99):
         super().__init__(window, warmup)
@@ -444,6 +448,9 @@ class Diagnosis:
     def context(self, ctx: Context) -> None:
         self._context = ctx
         for detector in self.detectors:
+            # A critic (WGAN, WGAN-GP, hinge) scores reals above fakes nearly always when healthy (the Wasserstein
+            # estimate stays positive), and its G loss does not saturate: D-accuracy rules do not apply.
+            detector.applies = not (detector.reads_d_accuracy and ctx.critic)
             if isinstance(detector, VanishingGradients):
                 detector.saturating = ctx.loss == "minimax"
             if isinstance(detector, Divergence):
