@@ -54,6 +54,8 @@ PANELS = [
     ("Within-batch diversity (samples / reals)", ["train/diversity"], "linear", (1.0, "the data's")),
     ("Wasserstein estimate", ["train/wasserstein"], "linear", None),
 ]
+# Overlaid runs (a multirun) show only the headline curve of a crowded panel.
+OVERLAY = {"D accuracy": ["train/d_acc"]}
 SKIP = re.compile(r"^train/(d_step|g_step|skipped_.*)$")
 EVENT_COLOURS = dict(zip(TITLES, ["tab:red", "tab:purple", "black", "tab:brown", "tab:olive"]))
 STALE_S = 300  # a run folder written to within this many seconds, without summary.json, is "running"
@@ -260,6 +262,22 @@ def panel_png(runs: list[Run], title: str, keys: list[str], scale: str = "linear
     return png_bytes(fig)
 
 
+def grid_png(runs: list[Run], panels: list[tuple[str, list[str]]], cols: int = 4) -> bytes:
+    """Many small panels on one figure (the validation metrics): one image to draw, embed and read."""
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt().subplots(rows, cols, figsize=(4.0 * cols, 2.6 * rows), squeeze=False)
+    for ax, (title, keys) in zip(axes.flat, panels):
+        draw_panel(ax, runs, title, keys, "linear", None)
+        if ax.get_legend() is not None and (len(keys) == 1 or len(runs) > 1):
+            ax.get_legend().remove()  # the title names the metric; overlaid runs share the first panel's legend
+    if len(runs) > 1:
+        axes.flat[0].legend([r.name for r in runs], fontsize=6, loc="best")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
 def term_panels(runs: list[Run]) -> list[tuple[str, list[str]]]:
     """The loss terms of each phase on one panel (when there is more than the adversarial one), then every other
     train/ diagnostic (an auxiliary term's statistics) on its own."""
@@ -298,7 +316,7 @@ def summary_png(runs: list[Run]) -> bytes:
     rows = max(1, math.ceil(n / cols))
     fig, axes = plt().subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
     for ax, (title, keys, scale, ref) in zip(axes.flat, panels):
-        draw_panel(ax, runs, title, keys, scale, ref)
+        draw_panel(ax, runs, title, OVERLAY.get(title, keys) if len(runs) > 1 else keys, scale, ref)
     if image is not None:
         ax = axes.flat[len(panels)]
         from PIL import Image
@@ -389,17 +407,11 @@ def run_section(run: Run, level: int = 2) -> str:
     out.append("</div>")
     keys = val_keys([run])
     if keys or share_keys(run):
-        out.append("<h3>Validation metrics over G steps</h3><div class='grid'>")
-        for key in keys:
-            out.append(figure(panel_png([run], key, [key]), key))
-        if share_keys(run):
-            out.append(
-                figure(
-                    panel_png([run], "class shares of the samples", share_keys(run), ref=None),
-                    "val/class_share_*",
-                )
-            )
-        out.append("</div>")
+        out.append("<h3>Validation metrics over G steps</h3>")
+        panels = [(k, [k]) for k in keys] + (
+            [("val/class_share_*", share_keys(run))] if share_keys(run) else []
+        )
+        out.append(figure(grid_png([run], panels), "validation metrics: " + ", ".join(t for t, _ in panels)))
         last = [(k, run.last(k)) for k in keys]
         out.append("<table><tr><th>metric</th><th>last value</th></tr>")
         out.append(
@@ -470,10 +482,13 @@ def page(folder: Path, runs: list[Run], summary: bytes) -> str:
         out.append("<h2>Comparison</h2>" + comparison_html(runs))
         out.append("<h2>All runs overlaid</h2><div class='grid'>")
         for title_, keys, scale, ref in PANELS:
-            out.append(figure(panel_png(runs, title_, keys, scale, ref), title_))
-        for key in val_keys(runs):
-            out.append(figure(panel_png(runs, key, [key]), key))
+            out.append(figure(panel_png(runs, title_, OVERLAY.get(title_, keys), scale, ref), title_))
         out.append("</div>")
+        panels = [(k, [k]) for k in val_keys(runs)]
+        if panels:
+            out.append(
+                figure(grid_png(runs, panels), "validation metrics: " + ", ".join(t for t, _ in panels))
+            )
         for run in runs:
             out.append(run_section(run))
     out.append("</body></html>")

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import ROOT
 
@@ -65,6 +66,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_nodes_on_loopback_end_with_identical_weights(tmp_path):
     """`trainer.num_nodes=2`, one process per node, as two machines would run it (README: many machines)."""
     probe, port = tmp_path / "probe", free_port()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import CACHE, CONF, ROOT, run_train
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -50,15 +51,23 @@ def test_eval_cli_errors_are_one_line(tmp_path):
         "error: ckpt is required: python -m src.eval ckpt=<checkpoint file or run folder> "
         "(or reference=<data> for the real-vs-real reference)\n"
     )
-    out = run("reference=nosuch")
-    assert out.returncode == 2, out.stderr
-    assert out.stderr.startswith("error: reference=nosuch: no such data config; valid choices: ")
-    assert "mnist5k" in out.stderr and out.stderr.count("\n") == 1
     (tmp_path / "x.ckpt").write_bytes(b"garbage")
     out = run(f"ckpt={tmp_path / 'x.ckpt'}")
     assert out.returncode == 2, out.stderr
     # Longer than 80 columns, and still one line when stderr is not a terminal.
     assert out.stderr == f"error: {tmp_path / 'x.ckpt'} is not a gan-zoo checkpoint (not a PyTorch file)\n"
+
+
+@pytest.mark.slow
+def test_eval_cli_help_and_an_unknown_reference(tmp_path):
+    env = {**os.environ, "GAN_ZOO_CACHE": str(CACHE)}
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "src.eval", *a], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    out = run("reference=nosuch")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("error: reference=nosuch: no such data config; valid choices: ")
+    assert "mnist5k" in out.stderr and out.stderr.count("\n") == 1
     out = run("--help")
     assert out.returncode == 0 and "ckpt=PATH" in out.stdout and "eval.feature_extractor" in out.stdout
 

@@ -14,7 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+# The quickstart runs in the default suite; the others (15-20 s each) in the slow one.
+RUNS = [pytest.param(p, marks=() if p.stem.startswith("01_") else pytest.mark.slow) for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", RUNS, ids=lambda p: p.stem)
 def test_notebook_runs(path, monkeypatch):
     monkeypatch.setenv("GAN_ZOO_NOTEBOOK_FAST", "1")
     monkeypatch.setenv("GAN_ZOO_CACHE", str(CACHE))  # the session's domain classifier, trained once

@@ -143,6 +143,7 @@ def test_minimax_generator_gradient_vanishes_against_a_strong_discriminator(tmp_
     assert ns / mm > 100, (mm, ns)
 
 
+@pytest.mark.slow
 def test_ring8_nonsaturating_covers_the_modes(tmp_path):
     """model=gan on PacGAN's ring: all 8 modes and >= 65% high-quality samples.
 
