@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from src.callbacks.health import Context, Diagnosis, read_events  # noqa: E402
+from src.callbacks.health import Context, Diagnosis, read_events, swings  # noqa: E402
 from src.train import train  # noqa: E402
 from src.utils.compose import compose_config  # noqa: E402
 
@@ -100,16 +100,13 @@ def margins(run: Path) -> dict[str, float]:
     out["window min of D acc"] = max(
         (min(r["train/d_acc"] for r in w) for w in windows(rows, stuck, every, warmup)), default=float("nan")
     )
-    swing, flips_best = det.oscillation.swing, 0
-    for w in windows(rows, det.oscillation.window, every, warmup):
-        side, flips = 0, 0
-        for r in w:
-            now = 1 if r["train/d_acc"] >= 0.5 + swing else -1 if r["train/d_acc"] <= 0.5 - swing else 0
-            if now and now != side:
-                flips += side != 0
-                side = now
-        flips_best = max(flips_best, flips)
-    out["D acc swings"] = flips_best
+    out["D acc swings"] = max(
+        (
+            swings([r["train/d_acc"] for r in w], det.oscillation.swing)
+            for w in windows(rows, det.oscillation.window, every, warmup)
+        ),
+        default=0,
+    )
     keys = ("train/d_loss", "train/g_loss", "train/d_grad_norm", "train/g_grad_norm")
     out["largest |value| / first"] = max(
         max(abs(r[k]) for _, r in rows if k in r and math.isfinite(r[k])) / max(abs(rows[0][1][k]), 1e-3)

@@ -87,10 +87,14 @@ def train_one(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     }
 
 
+def stopped_by_signal(trainer: L.Trainer) -> bool:
+    return any(isinstance(cb, LastCheckpoint) and cb.received is not None for cb in trainer.callbacks)
+
+
 def run_status(trainer: L.Trainer, cfg: DictConfig) -> str:
     if not cfg.get("train", True):
         return "not trained (train=false)"
-    if any(isinstance(cb, LastCheckpoint) and cb.received is not None for cb in trainer.callbacks):
+    if stopped_by_signal(trainer):
         return "stopped: signal"
     if any(isinstance(cb, HealthCheck) and cb.stopped_at is not None for cb in trainer.callbacks):
         return "stopped: health check"
@@ -115,7 +119,7 @@ def next_stage(trainer: L.Trainer, cfg: DictConfig, stage: DictConfig) -> DictCo
     of the run just closed, in <run>/<folder>. None (with the reason logged) when there is nothing to go on."""
     if not cfg.get("train", True):
         return None
-    if any(isinstance(cb, LastCheckpoint) and cb.received is not None for cb in trainer.callbacks):
+    if stopped_by_signal(trainer):
         log.warning(
             "the run was stopped by a signal: the next stage is not started (resume with ckpt_path=...)"
         )

@@ -67,6 +67,14 @@ def on_built_model(monkeypatch, hook):
     monkeypatch.setattr(src.train, "build_model", spy)
 
 
+def ignore_noise(model) -> None:
+    """Make G see the same (zero) noise for every sample: it can only draw one image (a provoked mode collapse)."""
+    import torch
+
+    forward = model.generator.forward
+    model.generator.forward = lambda z, *rest, **kw: forward(torch.zeros_like(z), *rest, **kw)
+
+
 def parameters(model) -> dict:
     """Trainable weights only: BatchNorm running statistics change in any forward pass, trained or not."""
     return {k: v.detach().clone() for k, v in model.named_parameters()}

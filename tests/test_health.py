@@ -10,7 +10,7 @@ import logging
 
 import pytest
 import torch
-from conftest import on_built_model, run_train
+from conftest import ignore_noise, on_built_model, run_train
 
 from src.callbacks.health import Context, Diagnosis, read_events
 
@@ -233,12 +233,6 @@ SHORT = [
     "trainer.max_steps=40",
     "eval.metrics=[]",
 ]
-
-
-def ignore_noise(model):
-    """G sees the same (zero) noise for every sample: it can only draw one image."""
-    forward = model.generator.forward
-    model.generator.forward = lambda z, *rest, **kw: forward(torch.zeros_like(z), *rest, **kw)
 
 
 def test_a_generator_that_ignores_its_noise_is_named_mode_collapse(tmp_path, monkeypatch, capsys, caplog):

@@ -13,7 +13,7 @@ import sys
 from html.parser import HTMLParser
 
 import pytest
-from conftest import ROOT, on_built_model, run_train
+from conftest import ROOT, ignore_noise, on_built_model, run_train
 from PIL import Image
 
 from src.report import report
@@ -98,12 +98,6 @@ def test_report_of_a_finished_run(finished, tmp_path):
 
 
 def test_report_shows_the_events_of_a_stopped_run(tmp_path, monkeypatch):
-    import torch
-
-    def ignore_noise(model):
-        forward = model.generator.forward
-        model.generator.forward = lambda z: forward(torch.zeros_like(z))
-
     on_built_model(monkeypatch, ignore_noise)
     overrides = [
         "trainer.max_steps=30",

@@ -68,14 +68,6 @@ class Context:
     config: Mapping[str, Any] = field(default_factory=dict)
     scaled_grads: bool = False  # fp16 mixed precision (a loss scaler)
 
-    def has(self, dotted: str) -> bool:
-        node: Any = self.config
-        for part in dotted.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                return False
-            node = node[part]
-        return True
-
     def get(self, dotted: str, default: Any = None) -> Any:
         node: Any = self.config
         for part in dotted.split("."):
@@ -83,6 +75,12 @@ class Context:
                 return default
             node = node[part]
         return node
+
+    def has(self, dotted: str) -> bool:
+        return self.get(dotted, MISSING) is not MISSING
+
+
+MISSING = object()
 
 
 def option(ctx: Context, key: str, value: Any, why: str) -> str | None:
@@ -393,6 +391,18 @@ class Stuck(Detector):
         return None
 
 
+def swings(values: Iterable[float], swing: float) -> int:
+    """How often the values move from below 0.5 - swing to above 0.5 + swing, or back (hysteresis: values in
+    between change nothing)."""
+    side, flips = 0, 0
+    for v in values:
+        now = 1 if v >= 0.5 + swing else -1 if v <= 0.5 - swing else 0
+        if now and now != side:
+            flips += side != 0
+            side = now
+    return flips
+
+
 class Oscillation(Detector):
     """D accuracy swinging between D winning and D losing, again and again, without settling."""
 
@@ -404,12 +414,7 @@ class Oscillation(Detector):
 
     def check(self) -> tuple[str, str] | None:
         acc = self.series("train/d_acc")
-        side, flips = 0, 0  # hysteresis: a flip is a move from below 0.5 - swing to above 0.5 + swing or back
-        for a in acc:
-            now = 1 if a >= 0.5 + self.swing else -1 if a <= 0.5 - self.swing else 0
-            if now and now != side:
-                flips += side != 0
-                side = now
+        flips = swings(acc, self.swing)
         if flips < self.swings:
             return None
         return (
