@@ -213,21 +213,17 @@ class VanishingGradients(Detector):
         super().__init__(window, warmup)
         self.d_acc, self.grad_ratio, self.d_fake = d_acc, grad_ratio, d_fake
         self.saturating = False  # set from the run's loss (minimax)
-        self.peak = (
-            0.0,
-            0,
-        )  # the largest G gradient norm seen so far (a median of 3 logging steps), and its step
+        # The largest G gradient norm seen so far (a median of 3 logging steps), and its step.
+        self.peak = (0.0, 0)
 
     def train(self, step: int, row: Row) -> tuple[str, str] | None:
-        grads = [
-            r["train/g_grad_norm"]
-            for _, r in list(self.rows)[-2:]
-            if math.isfinite(r.get("train/g_grad_norm", math.nan))
-        ]
-        if math.isfinite(row.get("train/g_grad_norm", math.nan)) and len(grads) == 2:
-            now = statistics.median([*grads, row["train/g_grad_norm"]])
-            if now > self.peak[0]:
-                self.peak = (now, step)
+        grads = [r.get("train/g_grad_norm", math.nan) for _, r in [*list(self.rows)[-2:], (step, row)]]
+        if (
+            len(grads) == 3
+            and all(math.isfinite(g) for g in grads)
+            and statistics.median(grads) > self.peak[0]
+        ):
+            self.peak = (statistics.median(grads), step)
         return super().train(step, row)
 
     def check(self) -> tuple[str, str] | None:
