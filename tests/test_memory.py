@@ -16,6 +16,7 @@ from conftest import run_train
 MAX_GROWTH_MIB = 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
 def test_resident_memory_does_not_climb(tmp_path):
     overrides = ["experiment=ring8_fast", "loss=wgan_gp", "model.n_critic=1", "data.batch_size=64", "seed=42"]
