@@ -80,6 +80,14 @@ def parameters(model) -> dict:
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
+def read_rows(path: Path, key: str) -> list[dict[str, str]]:
+    """The rows of a run's metrics.csv that have `key`."""
+    import csv
+
+    with open(path) as f:
+        return [r for r in csv.DictReader(f) if r.get(key)]
+
+
 @pytest.fixture
 def compose_cfg(tmp_path):
     return lambda overrides: make_cfg(overrides, tmp_path)

@@ -21,11 +21,15 @@ class AdversarialLoss:
     critic = False
     # Whether a BatchNorm discriminator is acceptable (False where a per-sample gradient penalty is used).
     allows_batchnorm = True
+    # True when G's loss compares its samples' scores with the real batch's (the G phase then scores the reals).
+    pairs_real_in_g = False
 
     def d_loss(self, real: Tensor, fake: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def g_loss(self, fake: Tensor) -> Tensor:
+    def g_loss(self, fake: Tensor, real: Tensor | None = None) -> Tensor:
+        """G's loss on D's scores of its samples; `real` (D's scores of the real batch, no gradient) is
+        given only to losses with `pairs_real_in_g` (relativistic ones)."""
         raise NotImplementedError
 
     def d_regularizer(
@@ -101,7 +105,7 @@ class Minimax(AdversarialLoss):
     def d_loss(self, real: Tensor, fake: Tensor) -> Tensor:
         return F.softplus(-real).mean() + F.softplus(fake).mean()
 
-    def g_loss(self, fake: Tensor) -> Tensor:
+    def g_loss(self, fake: Tensor, real: Tensor | None = None) -> Tensor:
         # log(1 - sigmoid(l)) = -softplus(l); its gradient sigmoid(l) vanishes when D rejects fakes.
         return -F.softplus(fake).mean()
 
@@ -114,7 +118,7 @@ class NonSaturating(Minimax):
 
     name = "nonsaturating"
 
-    def g_loss(self, fake: Tensor) -> Tensor:
+    def g_loss(self, fake: Tensor, real: Tensor | None = None) -> Tensor:
         return F.softplus(-fake).mean()
 
 
@@ -129,7 +133,7 @@ class LSGAN(AdversarialLoss):
     def d_loss(self, real: Tensor, fake: Tensor) -> Tensor:
         return 0.5 * ((real - self.real_target) ** 2).mean() + 0.5 * ((fake - self.fake_target) ** 2).mean()
 
-    def g_loss(self, fake: Tensor) -> Tensor:
+    def g_loss(self, fake: Tensor, real: Tensor | None = None) -> Tensor:
         return 0.5 * ((fake - self.g_target) ** 2).mean()
 
     def threshold(self, real: Tensor, fake: Tensor) -> float:
@@ -145,7 +149,7 @@ class Hinge(AdversarialLoss):
     def d_loss(self, real: Tensor, fake: Tensor) -> Tensor:
         return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
 
-    def g_loss(self, fake: Tensor) -> Tensor:
+    def g_loss(self, fake: Tensor, real: Tensor | None = None) -> Tensor:
         return -fake.mean()
 
 
@@ -163,7 +167,7 @@ class Wasserstein(AdversarialLoss):
     def d_loss(self, real: Tensor, fake: Tensor) -> Tensor:
         return fake.mean() - real.mean()
 
-    def g_loss(self, fake: Tensor) -> Tensor:
+    def g_loss(self, fake: Tensor, real: Tensor | None = None) -> Tensor:
         return -fake.mean()
 
     @torch.no_grad()
@@ -176,6 +180,31 @@ class Wasserstein(AdversarialLoss):
 
     def threshold(self, real: Tensor, fake: Tensor) -> Tensor:
         # A critic has no absolute offset: call a sample real if it scores above the midpoint.
+        return 0.5 * (real.mean() + fake.mean())
+
+
+class RelativisticPairing(AdversarialLoss):
+    """Relativistic pairing GAN (RpGAN; Jolicoeur-Martineau 2019, as used by R3GAN, Huang et al. 2024).
+
+    Each real sample is paired with a fake one and D scores the pair's difference:
+    D: softplus(-(D(x) - D(G(z)))), G: softplus(-(D(G(z)) - D(x))). A score has no absolute meaning, only
+    its gap to the paired one, so the diagnostics treat D like a critic (threshold at the midpoint). R3GAN
+    adds zero-centred penalties on reals and fakes (R1 + R2): conf/loss/rpgan.yaml turns both on.
+    """
+
+    name = "rpgan"
+    critic = True
+    pairs_real_in_g = True
+
+    def d_loss(self, real: Tensor, fake: Tensor) -> Tensor:
+        return F.softplus(fake - real).mean()
+
+    def g_loss(self, fake: Tensor, real: Tensor | None = None) -> Tensor:
+        if real is None:
+            raise ValueError("loss=rpgan needs D's scores of the real batch in the G phase")
+        return F.softplus(real.detach() - fake).mean()
+
+    def threshold(self, real: Tensor, fake: Tensor) -> Tensor:
         return 0.5 * (real.mean() + fake.mean())
 
 
@@ -229,4 +258,6 @@ def gradient_penalty(
     return ((norm - center) ** 2).mean()
 
 
-LOSSES = {cls.name: cls for cls in (Minimax, NonSaturating, LSGAN, Hinge, Wasserstein, WassersteinGP)}
+LOSSES = {
+    cls.name: cls for cls in (Minimax, NonSaturating, LSGAN, Hinge, Wasserstein, WassersteinGP, RelativisticPairing)
+}

@@ -35,7 +35,8 @@ class Phase:
     G's extra outputs (CA's mu and log-variance); `batch_extras` more fields of the real batch (contrast
     captions). `discriminate(x, conditions)` scores images; `generate(latent)` gives images (with
     gradients in the G phase); `resample(latent)` redraws the noise of a latent and keeps its conditions,
-    returning the new latent and the names of the entries redrawn."""
+    returning the new latent and the names of the entries redrawn. `discriminate` is D as trained: it applies
+    the model's augmentation (model.augment), if any, like every other training pass of D."""
 
     name: str
     real: Tensor
@@ -50,6 +51,8 @@ class Phase:
     resample: Callable[[dict[str, Tensor]], tuple[dict[str, Tensor], list[str]]]
     extras: dict[str, Tensor] = field(default_factory=dict)
     batch_extras: dict[str, Tensor] = field(default_factory=dict)
+    step: int = 0  # the model's D step (G step in the G phase): lazy regularisers run on an interval
+    grad_scale: float = 1.0  # the mixed-precision loss scale, for terms that take input gradients
 
 
 class AuxTerm(nn.Module):

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from src.errors import ConfigError
 from src.losses import AdversarialLoss
 from src.losses.auxiliary import AuxTerm, DOut, Phase
+from src.models.augment import DiffAugment
 from src.models.ema import EMA
 from src.models.evaluation import Evaluation
 from src.models.guard import NonFiniteGuard
@@ -59,6 +60,7 @@ class GANModule(Sampling, Evaluation, L.LightningModule):
         on_nonfinite: str = "stop",
         max_loss: float | None = 1e6,
         d_batch: str = "separate",
+        augment: DiffAugment | None = None,
     ):
         super().__init__()
         check_choice("model.z_dist", z_dist, ("normal", "uniform"))
@@ -83,6 +85,7 @@ class GANModule(Sampling, Evaluation, L.LightningModule):
         self.ema = EMA(ema_decay, ema_start) if ema_decay is not None else None
         self.ema_generator = copy.deepcopy(generator).requires_grad_(False) if self.ema else None
         add_heads(discriminator, {h: n for t in self.aux_terms.values() for h, n in t.heads().items()})
+        self.augment = augment
         self.trainlog = TrainLog()
         # Evaluation metrics, updated in validation_step. A plain dict, not submodules: feature
         # extractors (Inception, the domain classifier) stay out of the checkpoints.
@@ -134,6 +137,12 @@ class GANModule(Sampling, Evaluation, L.LightningModule):
     def generate(self, latent: dict[str, Tensor]) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         return self.run_generator(self.generator, latent)
 
+    def score(self, x: Tensor, labels: Tensor | None = None) -> DOut:
+        """D as trained: `discriminate` on the augmented images (model.augment), for every image D sees in
+        training, reals and fakes, both phases, regularisers and auxiliary terms. Evaluation calls
+        `discriminate` itself."""
+        return self.discriminate(x if self.augment is None else self.augment(x), labels)
+
     @property
     def critic(self) -> nn.Module:
         """The adversarial path of D (without auxiliary heads): what clipping and norm rules apply to."""
@@ -176,14 +185,19 @@ class GANModule(Sampling, Evaluation, L.LightningModule):
             self.phase("d", real, labels, latent, fake, d_real, d_fake, more=more) if self.aux_terms else None
         )
         terms = {"adv": self.loss.d_loss(d_real.adv, d_fake.adv)}
-        critic = lambda x: self.discriminate(x, labels).adv  # noqa: E731
+        critic = lambda x: self.score(x, labels).adv  # noqa: E731
         terms.update(
             self.loss.d_regularizer(critic, real, fake, grad_scale=self.grad_scale(), group=self.pack)
         )
         for name, term in self.aux_terms.items():
             terms.update({f"{name}_{k}": v for k, v in term.d_terms(phase).items()})
+        if self.augment is not None and self.augment.adaptive:
+            threshold = self.loss.threshold(d_real.adv.detach(), d_fake.adv.detach())
+            self.augment.observe(d_real.adv, threshold, real.shape[0])
         if log:
             self.trainlog.add(self.loss.stats(d_real.adv.detach(), d_fake.adv.detach()))
+            if self.augment is not None:
+                self.trainlog.add({"aug_p": self.augment.p, **({"ada_rt": self.augment.rt} if self.augment.adaptive else {})})
             if real.shape[0] > 1:
                 self.trainlog.add({"diversity": batch_diversity(fake, real)})
             for name, term in self.aux_terms.items():
@@ -196,16 +210,20 @@ class GANModule(Sampling, Evaluation, L.LightningModule):
     ) -> None:
         latent = self.sample_latent(real.shape[0], labels)
         fake, extras = split_extras(self.generate(latent))
+        d_real = None
         if self.d_batch == "joint":
-            d_fake = self.discriminate_pair(real, labels, fake, latent.get("y"))[1]
+            d_real, d_fake = self.discriminate_pair(real, labels, fake, latent.get("y"))
         else:
-            d_fake = self.discriminate(fake, latent.get("y"))
+            d_fake = self.score(fake, latent.get("y"))
+            if self.loss.pairs_real_in_g:
+                with torch.no_grad():  # G's gradient does not flow through the reals' scores
+                    d_real = self.score(real, labels)
         phase = (
             self.phase("g", real, labels, latent, fake, None, d_fake, extras, more)
             if self.aux_terms
             else None
         )
-        terms = {"adv": self.loss.g_loss(d_fake.adv)}
+        terms = {"adv": self.loss.g_loss(d_fake.adv, d_real.adv if d_real is not None else None)}
         for name, term in self.aux_terms.items():
             terms.update({f"{name}_{k}": v for k, v in term.g_terms(phase).items()})
         self.optimize(opt, "g", terms, self.generator, log)
@@ -214,7 +232,9 @@ class GANModule(Sampling, Evaluation, L.LightningModule):
         """What the auxiliary terms see: this phase's tensors and the model's callables, not the model."""
         images = lambda latent: split_extras(self.generate(latent))[0]  # noqa: E731
         tensors = (name, real, labels, latent, fake, d_real, d_fake, self.loss)
-        return Phase(*tensors, self.discriminate, images, self.resample_noise, extras or {}, more or {})
+        step = self.d_step if name == "d" else self.g_step
+        callables = (self.score, images, self.resample_noise)
+        return Phase(*tensors, *callables, extras or {}, more or {}, step, self.grad_scale())
 
     def discriminate_pair(
         self, real: Tensor, labels: Tensor | None, fake: Tensor, fake_labels: Tensor | None
@@ -222,9 +242,9 @@ class GANModule(Sampling, Evaluation, L.LightningModule):
         """D on the real and the fake batch: one after the other (`separate`), or as one batch (`joint`),
         so that batch statistics (BatchNorm) are those of real and fake together, as at evaluation."""
         if self.d_batch == "separate":
-            return self.discriminate(real, labels), self.discriminate(fake, fake_labels)
+            return self.score(real, labels), self.score(fake, fake_labels)
         conditions = None if labels is None or fake_labels is None else torch.cat([labels, fake_labels])
-        both = self.discriminate(torch.cat([real, fake.to(real.dtype)]), conditions)
+        both = self.score(torch.cat([real, fake.to(real.dtype)]), conditions)
         adv, *aux = [t.tensor_split(2) for t in (both.adv, *both.aux.values())]  # equal halves, packed or not
         return tuple(DOut(adv[i], {k: v[i] for k, v in zip(both.aux, aux)}) for i in (0, 1))
 
