@@ -286,6 +286,13 @@ def test_ema_update_is_the_exponential_average():
     assert torch.allclose(average.weight, 0.9 * before + 0.1 * net.weight)
     with pytest.raises(ValueError, match=r"ema_decay must be in \(0, 1\)"):
         EMA(1.0)
+    # BatchNorm's running statistics are averaged like the weights (evaluation reads them); its counter copied
+    bn, bn_average = nn.BatchNorm1d(2), nn.BatchNorm1d(2)
+    ema.update(bn_average, bn, step=1)
+    bn(torch.tensor([[1.0, 2.0], [3.0, 6.0]]))  # running_mean 0 -> (0.2, 0.4): momentum 0.1 x the batch mean
+    ema.update(bn_average, bn, step=2)
+    assert torch.allclose(bn_average.running_mean, 0.1 * torch.tensor([0.2, 0.4]))
+    assert bn_average.num_batches_tracked.item() == 1
 
 
 def test_minibatch_std_sees_the_batch_variety():

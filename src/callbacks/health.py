@@ -104,6 +104,8 @@ def remedies(name: str, ctx: Context, detail: str = "") -> list[str]:
         if ctx.loss == "wgan_gp"
         else "loss=wgan_gp (gradient penalty: D stays smooth, G keeps a gradient)"
     )
+    r1 = option(ctx, "model.terms.r1.gamma", 1.0, "R1: D flat on the reals, the game settles instead of circling")
+    rpgan = None if ctx.loss == "rpgan" else "loss=rpgan (R3GAN: each fake judged against a real, with R1 + R2)"
     if name == "vanishing_gradients":
         found = [
             "loss=nonsaturating (G maximises log D(G(z)): its gradient stays large when D rejects the samples)"
@@ -126,6 +128,7 @@ def remedies(name: str, ctx: Context, detail: str = "") -> list[str]:
             ),
             gp,
             lower_lr(ctx, "g", 2, "a slower G chases D's current weak spot less"),
+            rpgan,
         ]
     elif name == "divergence":
         found = [
@@ -133,6 +136,7 @@ def remedies(name: str, ctx: Context, detail: str = "") -> list[str]:
             lower_lr(ctx, "g", 10, "the same for G"),
             gp,
             spectral,
+            r1,
         ]
     elif name == "stuck" and detail == "high":
         found = [
@@ -152,6 +156,7 @@ def remedies(name: str, ctx: Context, detail: str = "") -> list[str]:
             lower_lr(ctx, "g", 2, "the same for G"),
             option(ctx, "model.ema_decay", 0.999, "samples from an average of G's weights"),
             gp,
+            r1,
         ]
     return [r for r in found if r]
 
