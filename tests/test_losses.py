@@ -40,6 +40,14 @@ def conf_loss(name: str):
     return instantiate(LOSS_CONFS[name])
 
 
+def paired(loss, real: list, fake: list) -> tuple[list, list]:
+    """Scores as the loss takes them: a relativistic loss pairs each real with a fake (equal counts)."""
+    if not loss.pairs_real_in_g:
+        return real, fake
+    n = min(len(real), len(fake))
+    return real[:n], fake[:n]
+
+
 def softplus(v: float) -> float:
     return math.log1p(math.exp(v))
 
@@ -79,8 +87,9 @@ def test_closed_forms_tell_real_from_fake():
 def test_finite_outputs_for_finite_logits(real, fake):
     for name in LOSS_NAMES:
         loss = conf_loss(name)
+        real, fake = paired(loss, real, fake)
         d = loss.d_loss(t(real), t(fake))
-        g = loss.g_loss(t(fake))
+        g = loss.g_loss(t(fake), t(real))
         assert torch.isfinite(d) and torch.isfinite(g), name
 
 
@@ -90,7 +99,7 @@ def test_generator_gradient_pushes_fake_scores_up(fake):
     for name in LOSS_NAMES:
         loss = conf_loss(name)
         x = t(fake).requires_grad_(True)
-        loss.g_loss(x).backward()
+        loss.g_loss(x, torch.zeros_like(x)).backward()  # a relativistic loss compares with the reals' scores
         if isinstance(loss, LSGAN):  # least squares pulls scores to G's target, from either side
             assert (torch.sign(x.grad) == torch.sign(x.detach() - loss.g_target)).all(), name
         else:  # gradient descent raises every fake score (weakly, where a term saturates)
@@ -102,6 +111,7 @@ def test_generator_gradient_pushes_fake_scores_up(fake):
 def test_discriminator_gradient_separates(real, fake):
     for name in LOSS_NAMES:
         loss = conf_loss(name)
+        real, fake = paired(loss, real, fake)
         r, f = t(real).requires_grad_(True), t(fake).requires_grad_(True)
         loss.d_loss(r, f).backward()
         if isinstance(loss, LSGAN):  # real scores pulled to the real target, fake scores to the fake one
