@@ -223,7 +223,9 @@ class GANModule(Sampling, Evaluation, L.LightningModule):
             if self.aux_terms
             else None
         )
-        terms = {"adv": self.loss.g_loss(d_fake.adv, d_real.adv if d_real is not None else None)}
+        # `real` only for the losses that take it: a loss written as g_loss(self, fake) keeps working
+        paired = (d_real.adv,) if self.loss.pairs_real_in_g else ()
+        terms = {"adv": self.loss.g_loss(d_fake.adv, *paired)}
         for name, term in self.aux_terms.items():
             terms.update({f"{name}_{k}": v for k, v in term.g_terms(phase).items()})
         self.optimize(opt, "g", terms, self.generator, log)
