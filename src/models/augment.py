@@ -15,6 +15,7 @@ saturation, contrast; images with 3 channels only: on 1-channel data it changes 
 from __future__ import annotations
 
 import torch
+import torch.distributed
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -117,8 +118,12 @@ class DiffAugment(nn.Module):
         self.steps += 1
         if self.steps < self.interval:
             return
-        self.rt.copy_(self.sums / self.count)
-        step = self.seen / (self.speed_kimg * 1000)
+        counts = torch.tensor([float(self.count), float(self.seen)], device=self.sums.device)
+        totals = torch.cat([self.sums.view(1), counts])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(totals)  # one p for all processes, from every process's reals
+        self.rt.copy_(totals[0] / totals[1])
+        step = totals[2] / (self.speed_kimg * 1000)
         self.p.copy_((self.p + torch.sign(self.rt - self.target) * step).clamp(0.0, 1.0))
         self.sums, self.seen, self.count, self.steps = torch.zeros((), device=real_scores.device), 0, 0, 0
 
