@@ -49,19 +49,27 @@ def fmt(v: float | None, f: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", nargs="+", default=["ring8", "grid25"], choices=list(PRESETS))
     parser.add_argument("--losses", nargs="+", default=LOSSES, choices=LOSSES)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--out", type=Path, default=None, help="run folders (default: a temp dir)")
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every run")
-    parser.add_argument("--print", nargs="+", type=Path, default=None, help="only print earlier modes.json files")
+    parser.add_argument(
+        "--print", nargs="+", type=Path, default=None, help="only print earlier modes.json files"
+    )
     args = parser.parse_args()
     if args.print:
         print_tables([r for f in args.print for r in json.loads(f.read_text())])
         return
     out = args.out or Path(tempfile.mkdtemp(prefix="gan-zoo-modes-"))
-    common = ["extras.print_config=false", "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar"]
+    common = [
+        "extras.print_config=false",
+        "trainer.enable_progress_bar=false",
+        "~callbacks.rich_progress_bar",
+    ]
     rows = []
     for data in args.data:
         for loss in args.losses:
@@ -82,7 +90,7 @@ def print_tables(rows: list[dict]) -> None:
         group = [r for r in rows if r["data"] == data]
         columns = COLUMNS["stacked" if data == "stacked_mnist" else "2d"]
         seeds = sorted({r["seed"] for r in group})
-        print(f"\n{data}, seeds {' '.join(map(str, seeds))}: min / median / max (each seed: " "modes, HQ, KL)\n")
+        print(f"\n{data}, seeds {' '.join(map(str, seeds))}: min / median / max (each seed: modes, HQ, KL)\n")
         print("| loss | " + " | ".join(c for c, _, _ in columns) + " | wall time | per seed |")
         print("|---|" + "---|" * (len(columns) + 2))
         for loss in dict.fromkeys(r["loss"] for r in group):
@@ -93,7 +101,8 @@ def print_tables(rows: list[dict]) -> None:
                 cells.append(" / ".join(fmt(v, f) for v in spread(vals)) if vals else "–")
             times = sorted(r["time_s"] for r in runs)
             per_seed = "; ".join(
-                ", ".join(fmt(r.get(k), f) for _, k, f in columns) for r in sorted(runs, key=lambda r: r["seed"])
+                ", ".join(fmt(r.get(k), f) for _, k, f in columns)
+                for r in sorted(runs, key=lambda r: r["seed"])
             )
             time = " / ".join(f"{t:.0f} s" for t in spread(times))
             print(f"| `{loss}` | " + " | ".join(cells) + f" | {time} | {per_seed} |")

@@ -195,9 +195,16 @@ def test_every_image_d_sees_is_augmented_in_both_phases(tmp_path):
 )
 def test_every_model_trains_with_ada_r1_and_r2(model, tmp_path):
     # with a loss that does not bring them (rpgan, the default, brings R1 and R2)
-    remedies = ["loss=nonsaturating", "model/augment=ada", "model.terms.r1.gamma=1.0", "model.terms.r2.gamma=1.0"]
+    remedies = [
+        "loss=nonsaturating",
+        "model/augment=ada",
+        "model.terms.r1.gamma=1.0",
+        "model.terms.r2.gamma=1.0",
+    ]
     remedies += ["model.terms.r1.interval=2", "model.augment.interval=1", "model.augment.speed_kimg=0.008"]
-    metrics, objects = run_train(model[:1] + remedies + model[1:] + FAST_RUN + ["trainer.max_steps=4"], tmp_path)
+    metrics, objects = run_train(
+        model[:1] + remedies + model[1:] + FAST_RUN + ["trainer.max_steps=4"], tmp_path
+    )
     rows = read_rows(tmp_path / "csv" / "metrics.csv", "train/d_loss")
     r1 = [float(r["train/d_r1_penalty"]) for r in rows if r.get("train/d_r1_penalty")]
     r2 = [float(r["train/d_r2_penalty"]) for r in rows if r.get("train/d_r2_penalty")]

@@ -104,8 +104,12 @@ def remedies(name: str, ctx: Context, detail: str = "") -> list[str]:
         if ctx.loss == "wgan_gp"
         else "loss=wgan_gp (gradient penalty: D stays smooth, G keeps a gradient)"
     )
-    r1 = option(ctx, "model.terms.r1.gamma", 1.0, "R1: D flat on the reals, the game settles instead of circling")
-    rpgan = None if ctx.loss == "rpgan" else "loss=rpgan (R3GAN: each fake judged against a real, with R1 + R2)"
+    r1 = option(
+        ctx, "model.terms.r1.gamma", 1.0, "R1: D flat on the reals, the game settles instead of circling"
+    )
+    rpgan = (
+        None if ctx.loss == "rpgan" else "loss=rpgan (R3GAN: each fake judged against a real, with R1 + R2)"
+    )
     if name == "vanishing_gradients":
         found = [
             "loss=nonsaturating (G maximises log D(G(z)): its gradient stays large when D rejects the samples)"

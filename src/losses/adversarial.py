@@ -259,5 +259,6 @@ def gradient_penalty(
 
 
 LOSSES = {
-    cls.name: cls for cls in (Minimax, NonSaturating, LSGAN, Hinge, Wasserstein, WassersteinGP, RelativisticPairing)
+    cls.name: cls
+    for cls in (Minimax, NonSaturating, LSGAN, Hinge, Wasserstein, WassersteinGP, RelativisticPairing)
 }

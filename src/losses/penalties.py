@@ -24,7 +24,9 @@ class ZeroCentredPenalty(AuxTerm):
     def __init__(self, gamma: float = 0.0, samples: str = "real", interval: int = 1):
         super().__init__()
         if samples not in ("real", "fake"):
-            raise ValueError(f"a zero-centred penalty is taken on 'real' (R1) or 'fake' (R2) samples, got {samples!r}")
+            raise ValueError(
+                f"a zero-centred penalty is taken on 'real' (R1) or 'fake' (R2) samples, got {samples!r}"
+            )
         if gamma < 0 or interval < 1:
             raise ValueError(f"R1/R2: gamma must be >= 0 and interval >= 1, got {gamma} and {interval}")
         self.gamma, self.samples, self.interval = gamma, samples, int(interval)

@@ -36,7 +36,9 @@ class DiffAugment(nn.Module):
         super().__init__()
         unknown = [op for op in policy if op not in OPS]
         if unknown:
-            raise ValueError(f"model.augment.policy: unknown operation {unknown[0]!r}; valid: {', '.join(OPS)}")
+            raise ValueError(
+                f"model.augment.policy: unknown operation {unknown[0]!r}; valid: {', '.join(OPS)}"
+            )
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"model.augment.p must be in [0, 1], got {p}")
         if target is not None and not 0.0 < target < 1.0:
@@ -112,7 +114,9 @@ class DiffAugment(nn.Module):
         if not self.adaptive:
             return
         # No host sync: the window is counted on the host, the sums stay on the device.
-        self.sums = self.sums.to(real_scores.device) + torch.sign(real_scores.detach().float() - threshold).sum()
+        self.sums = (
+            self.sums.to(real_scores.device) + torch.sign(real_scores.detach().float() - threshold).sum()
+        )
         self.count += real_scores.numel()
         self.seen += images
         self.steps += 1
@@ -133,6 +137,8 @@ class DiffAugment(nn.Module):
 
 
 def _format(x: Tensor) -> torch.memory_format:
-    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 else (
-        torch.contiguous_format
+    return (
+        torch.channels_last
+        if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
+        else (torch.contiguous_format)
     )

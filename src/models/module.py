@@ -197,7 +197,8 @@ class GANModule(Sampling, Evaluation, L.LightningModule):
         if log:
             self.trainlog.add(self.loss.stats(d_real.adv.detach(), d_fake.adv.detach()))
             if self.augment is not None:
-                self.trainlog.add({"aug_p": self.augment.p, **({"ada_rt": self.augment.rt} if self.augment.adaptive else {})})
+                self.trainlog.add({"aug_p": self.augment.p})
+                self.trainlog.add({"ada_rt": self.augment.rt} if self.augment.adaptive else {})
             if real.shape[0] > 1:
                 self.trainlog.add({"diversity": batch_diversity(fake, real)})
             for name, term in self.aux_terms.items():
