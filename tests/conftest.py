@@ -27,6 +27,7 @@ FAST = [
     "trainer.enable_model_summary=false",
     "extras.print_config=false",
     "trainer.log_every_n_steps=1",
+    "trainer.check_val_every_n_epoch=1",  # short runs: an evaluation every epoch (the default's is every 5)
 ]
 
 

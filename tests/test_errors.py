@@ -164,8 +164,8 @@ def test_cli_resume_with_another_model_says_what_it_was_trained_with(dcgan_ckpt,
     )
     assert code == 2
     line = one_error_line(err)
-    assert f"ckpt_path={dcgan_ckpt} was trained with model=dcgan loss=nonsaturating data=mnist5k" in line
-    assert "this command has model=gan loss=nonsaturating data=mnist5k" in line
+    assert f"ckpt_path={dcgan_ckpt} was trained with model=dcgan loss=rpgan data=mnist5k" in line
+    assert "this command has model=gan loss=rpgan data=mnist5k" in line
     assert "to start fresh, leave out ckpt_path" in line
 
 
@@ -201,5 +201,5 @@ def test_cli_sweep_metric_that_is_never_logged_is_refused_before_training(tmp_pa
 
 def test_checkpoint_of_a_resumed_model_still_loads_its_config(dcgan_ckpt):
     cfg, state, info = load_checkpoint(dcgan_ckpt)
-    assert info["choices"] == {"model": "dcgan", "loss": "nonsaturating", "data": "mnist5k"}
+    assert info["choices"] == {"model": "dcgan", "loss": "rpgan", "data": "mnist5k"}
     assert torch.is_tensor(next(iter(state.values())))

@@ -28,6 +28,7 @@ LOSSES = choices("loss")
 # 32 px data, stage I at 16 px, a few channels: a step takes milliseconds.
 TINY = [
     "model=stackgan",
+    "loss=nonsaturating",  # the StackGAN presets' loss (the default, rpgan, adds R1 and R2 terms)
     "data=shapes",
     "data.shape=[3,32,32]",
     "data.stage1_shape=[3,16,16]",

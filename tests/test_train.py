@@ -20,7 +20,7 @@ def test_default_run_writes_checkpoints_samples_and_metrics(tmp_path):
     cfg, module = objects["cfg"], objects["model"]
     assert (cfg.model._target_, cfg.loss._target_, cfg.data._target_) == (
         "src.models.module.GANModule",
-        "src.losses.NonSaturating",
+        "src.losses.RelativisticPairing",
         "src.data.mnist5k.EmbeddedMNIST",
     )
     assert module.g_step == 4
