@@ -49,7 +49,7 @@ def squared_grad_norm(score, images: Tensor, grad_scale: float = 1.0) -> Tensor:
 
     `grad_scale` is the mixed-precision loss scale: the gradient is taken of the scaled output (no fp16
     underflow) and unscaled before squaring."""
-    x = images.detach().to(images.dtype).requires_grad_(True)
+    x = images.detach().requires_grad_(True)
     out = score(x).float()
     (grad,) = autograd.grad(out.sum() * grad_scale, x, create_graph=True)
     grad = grad.float().reshape(out.shape[0], -1) / grad_scale
